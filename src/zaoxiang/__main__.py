@@ -1,0 +1,5 @@
+import sys
+
+from zaoxiang.cli import main
+
+sys.exit(main())
