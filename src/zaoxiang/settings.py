@@ -37,6 +37,36 @@ class EngineSettings(BaseModel):
     warm_models: int = Field(default=1, ge=1, le=8)
 
 
+AuthMode = Literal["auto", "required"]
+
+
+class ServiceSettings(BaseModel):
+    """``zaoxiang serve``: network, queue, storage, keys and limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=7860, ge=0, le=65535)
+    # "auto": keys optional on a loopback bind, required on any other; "required": always.
+    auth: AuthMode = "auto"
+    queue_backend: Literal["sqlite"] = "sqlite"
+    store_backend: Literal["local"] = "local"
+    max_queued: int = Field(default=1000, ge=1)
+    # A job running when the process died is retried until it has run this many times.
+    max_attempts: int = Field(default=2, ge=1, le=10)
+    retention_hours: float = Field(default=24 * 7, gt=0)
+    cleanup_interval_s: float = Field(default=3600.0, gt=0)
+    rate_per_minute: float = Field(default=60.0, gt=0)
+    rate_burst: int = Field(default=20, ge=1)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    cors_origins: list[str] = Field(default_factory=list)
+    # Upper bound for `Prefer: wait` and the synchronous OpenAI / A1111 endpoints.
+    max_wait_s: float = Field(default=600.0, gt=0)
+    previews: bool = True
+    webhook_secret: str | None = None
+    webhook_attempts: int = Field(default=5, ge=1, le=20)
+    webhook_backoff_s: float = Field(default=1.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+
+
 def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "zaoxiang"
 
@@ -49,8 +79,11 @@ class Settings(BaseSettings):
     models: list[str] = Field(default_factory=list)
     models_dir: Path | None = None
     default_model: str | None = None
+    # Register the built-in model when its weights are installed (ZAOXIANG_BUILTIN=false to hide it).
+    builtin: bool = True
     engine: EngineSettings = Field(default_factory=EngineSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
 
     @classmethod
     def load(cls, **overrides: object) -> "Settings":

@@ -84,5 +84,9 @@ class LoadedPipeline(ABC):
     def generate(self, ctx: RunContext) -> list["object"]:
         """Run the request; return one PIL image per seed."""
 
+    def preview(self, latents: torch.Tensor) -> "object | None":
+        """A small, cheap RGB preview (PIL image) of in-progress latents, or None if unsupported."""
+        return None
+
     def unload(self) -> None:
         """Release device memory. The runner drops its reference afterwards."""

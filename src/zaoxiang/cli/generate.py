@@ -1,0 +1,116 @@
+"""``zaoxiang generate PROMPT``: one request through the engine, with a progress bar, to image files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from zaoxiang.cli.common import add_model_flags, registry_for, settings_from_args
+from zaoxiang.engine.metadata import encode_image
+from zaoxiang.engine.runner import Runner
+from zaoxiang.errors import InvalidRequest
+from zaoxiang.protocol import ProgressEvent, parse_request
+
+_SUFFIX = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="make images from a prompt (中文 or English)")
+    p.add_argument("prompt")
+    p.add_argument("--model", metavar="NAME|PATH", help="a registered model name or a diffusers folder")
+    p.add_argument("--negative", default="", metavar="TEXT", help="negative prompt")
+    p.add_argument("--size", metavar="WxH", help="e.g. 1024x1024 (default: the model's)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--guidance", type=float, help="prompt strength; its meaning per family is in docs/architecture.md")
+    p.add_argument("--seed", type=int)
+    p.add_argument("-n", type=int, default=1, help="number of images (seeds seed, seed+1, ...)")
+    p.add_argument("--format", choices=sorted(_SUFFIX), default="png")
+    p.add_argument("-o", "--output", default=".", metavar="FILE|DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_flags(p)
+    p.set_defaults(func=run)
+
+
+def parse_size(text: str | None) -> tuple[int | None, int | None]:
+    if text is None:
+        return None, None
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit():
+        raise InvalidRequest(f"--size must look like 1024x768 (got {text!r})", field="size")
+    return int(w), int(h)
+
+
+def output_paths(output: str, n: int, seeds: list[int], fmt: str) -> list[Path]:
+    """-o DIR (existing, or ending in /) gets one file per seed; -o FILE gets FILE, FILE-2, ..."""
+    out = Path(output)
+    suffix = _SUFFIX[fmt]
+    if out.is_dir() or output.endswith(("/", "\\")):
+        out.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return [out / f"zaoxiang-{stamp}-{s}{suffix}" for s in seeds]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if n == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{i + 1}{out.suffix or suffix}") for i in range(n)]
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    registry, model_name = registry_for(settings, args.model)
+    width, height = parse_size(args.size)
+    request = parse_request(
+        {
+            k: v
+            for k, v in {
+                "prompt": args.prompt,
+                "negative_prompt": args.negative,
+                "width": width,
+                "height": height,
+                "steps": args.steps,
+                "guidance": args.guidance,
+                "seed": args.seed,
+                "n": args.n,
+                "model": model_name,
+                "output_format": args.format,
+            }.items()
+            if v is not None
+        },
+        settings.limits.to_limits(),
+    )
+    registry.get(request.model)  # fail fast (no model installed / unknown name) before any loading
+    runner = Runner(registry, settings.engine, settings.limits.to_limits())
+
+    bar: tqdm | None = None
+
+    def on_progress(ev: ProgressEvent) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            bar = tqdm(total=ev.total, unit="step", desc="denoise", file=sys.stderr)
+        bar.update(ev.step - bar.n)
+
+    if not args.quiet:
+        print(f"loading {request.model or registry.default} ...", file=sys.stderr)
+    try:
+        result = runner.run(request, on_progress=on_progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    paths = output_paths(args.output, len(result.images), result.seeds, args.format)
+    for i, (image, path) in enumerate(zip(result.images, paths)):
+        path.write_bytes(encode_image(image, result, i, args.format))
+        print(path)
+    t = result.timings
+    if not args.quiet:
+        print(
+            f"{result.model.name} · {result.request.width}x{result.request.height} · {result.request.steps} steps · "
+            f"seed {result.seeds[0]} · load {t.load_s:.2f}s, text {t.text_encode_s:.2f}s, "
+            f"denoise {t.denoise_s:.2f}s, decode {t.decode_s:.2f}s, total {t.total_s:.2f}s",
+            file=sys.stderr,
+        )
+    return 0

@@ -1,0 +1,174 @@
+"""The runner: the one object that owns a device.
+
+It loads a pipeline once and keeps it warm (LRU of ``warm_models``), resolves a request's
+defaults against the model, runs it with one per-step hook that reports progress and honours
+cancellation, and returns a typed ``GenerationResult`` with per-phase timings.
+
+Only one thread may drive a runner at a time; ``run`` holds a lock so a second caller waits
+rather than sharing the GPU.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from typing import Callable
+
+import torch
+
+from zaoxiang.engine.pipelines.base import LoadedPipeline, PhaseTimer, RunContext
+from zaoxiang.engine.precision import PrecisionPolicy, resolve_device
+from zaoxiang.engine.registry import ModelEntry, ModelRegistry
+from zaoxiang.errors import Cancelled, ModelLoadError, ZaoxiangError
+from zaoxiang.protocol import GenerationRequest, GenerationResult, Limits, ModelIdentity, ProgressEvent
+from zaoxiang.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[ModelEntry, PrecisionPolicy, EngineSettings], LoadedPipeline]
+ProgressFn = Callable[[ProgressEvent], None]
+
+# Random seeds stay below 2**32 so every client (JavaScript included) can show them exactly.
+RANDOM_SEED_LIMIT = 2**32
+
+
+def default_loader(entry: ModelEntry, policy: PrecisionPolicy, settings: EngineSettings) -> LoadedPipeline:
+    # Imported here: loading diffusers/transformers costs seconds and only matters once a model runs.
+    if entry.kind == "builtin":
+        from zaoxiang.model.pipeline import load_builtin
+
+        return load_builtin(entry, policy, settings)
+    from zaoxiang.engine.pipelines.diffusers_adapter import load_diffusers_pipeline
+
+    return load_diffusers_pipeline(entry, policy, settings)
+
+
+class Runner:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        settings: EngineSettings | None = None,
+        limits: Limits | None = None,
+        loader: Loader = default_loader,
+    ) -> None:
+        self.registry = registry
+        self.settings = settings or EngineSettings()
+        self.limits = limits or Limits()
+        self.policy = PrecisionPolicy.for_device(resolve_device(self.settings.device))
+        self._loader = loader
+        self._warm: OrderedDict[str, tuple[LoadedPipeline, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- models ---------------------------------------------------------------------------------
+
+    def warm_models(self) -> list[str]:
+        return list(self._warm)
+
+    def load(self, name: str | None) -> tuple[LoadedPipeline, float]:
+        """The warm pipeline for ``name`` and the seconds spent loading it now (0 if warm)."""
+        entry = self.registry.get(name)
+        if entry.name in self._warm:
+            self._warm.move_to_end(entry.name)
+            return self._warm[entry.name][0], 0.0
+        while len(self._warm) >= self.settings.warm_models:
+            old_name, (old, _) = self._warm.popitem(last=False)
+            log.info("unloading %s to make room for %s", old_name, entry.name)
+            old.unload()
+            if self.policy.device.type == "cuda":
+                torch.cuda.empty_cache()
+        start = time.perf_counter()
+        try:
+            pipe = self._loader(entry, self.policy, self.settings)
+        except ZaoxiangError:
+            raise
+        except Exception as exc:  # a broken folder must not take the process down
+            raise ModelLoadError(f"could not load model {entry.name!r} from {entry.path}: {exc}", field="model") from exc
+        load_s = time.perf_counter() - start
+        log.info("loaded %s (%s) on %s in %.2fs", entry.name, entry.family, self.policy.device, load_s)
+        self._warm[entry.name] = (pipe, load_s)
+        return pipe, load_s
+
+    def identity(self, entry: ModelEntry) -> ModelIdentity:
+        source = "builtin" if entry.kind == "builtin" else str(entry.path)
+        return ModelIdentity(name=entry.name, family=entry.family, revision=self.registry.revision(entry), source=source)
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def resolve(self, request: GenerationRequest, pipe: LoadedPipeline | None = None) -> GenerationRequest:
+        """Fill the model's defaults and a random seed; validate family rules. Loads the model."""
+        self.limits.check(request)
+        entry = self.registry.get(request.model)
+        pipe = pipe or self.load(entry.name)[0]
+        d = pipe.defaults
+        resolved = request.model_copy(
+            update={
+                "model": entry.name,
+                "width": request.width or d.width,
+                "height": request.height or d.height,
+                "steps": request.steps or d.steps,
+                "guidance": d.guidance if request.guidance is None else request.guidance,
+                "seed": secrets.randbelow(RANDOM_SEED_LIMIT) if request.seed is None else request.seed,
+            }
+        )
+        self.limits.check(resolved)
+        pipe.validate(resolved)
+        return resolved
+
+    def run(
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+        previews: bool = False,
+    ) -> GenerationResult:
+        """Run one request to completion, or raise Cancelled / a ZaoxiangError."""
+        with self._lock:
+            start = time.perf_counter()
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled before it started")
+            entry = self.registry.get(request.model)
+            pipe, load_s = self.load(entry.name)
+            resolved = self.resolve(request, pipe)
+            seeds = [resolved.seed + i for i in range(resolved.n)]
+
+            def step(i: int, total: int, latents: torch.Tensor | None) -> None:
+                # The single per-step hook: cancel is checked here, so it acts within one step.
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(f"cancelled at step {i} of {total}")
+                if on_progress is not None:
+                    preview = _png(pipe.preview(latents)) if previews and latents is not None else None
+                    on_progress(ProgressEvent(step=i, total=total, preview=preview))
+
+            timer = PhaseTimer(self.policy.device)
+            ctx = RunContext(
+                request=resolved,
+                seeds=seeds,
+                step=step,
+                precision=self.policy,
+                timer=timer,
+                memory_mode=self.settings.memory_mode,
+                vae_tiling_pixels=self.settings.vae_tiling_pixels,
+            )
+            images = pipe.generate(ctx)
+            total_s = time.perf_counter() - start
+            return GenerationResult(
+                images=images,
+                seeds=seeds,
+                request=resolved,
+                model=self.identity(entry),
+                timings=timer.timings(load_s=load_s, total_s=total_s),
+                dtype=self.policy.dtype_name,
+                device=str(self.policy.device),
+            )
+
+
+def _png(image: object | None) -> bytes | None:
+    if image is None:
+        return None
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")  # type: ignore[attr-defined]
+    return buf.getvalue()

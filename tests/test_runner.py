@@ -1,0 +1,168 @@
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from tests.fakes import ColourPipeline, fake_entry
+from zaoxiang.engine.precision import PrecisionPolicy
+from zaoxiang.engine.registry import ModelRegistry
+from zaoxiang.engine.runner import Runner
+from zaoxiang.errors import Cancelled, GenerationFailed, ModelLoadError, ModelNotFound, NoModelInstalled
+from zaoxiang.protocol import GenerationRequest
+from zaoxiang.settings import EngineSettings
+
+
+class Loader:
+    def __init__(self, **kw):
+        self.calls = []
+        self.kw = kw
+        self.made = []
+
+    def __call__(self, entry, policy, settings):
+        self.calls.append(entry.name)
+        pipe = ColourPipeline(entry, **self.kw)
+        self.made.append(pipe)
+        return pipe
+
+
+def make_runner(tmp_path, names=("a",), **kw):
+    reg = ModelRegistry([fake_entry(n, tmp_path) for n in names])
+    loader = Loader(**kw)
+    return Runner(reg, EngineSettings(device="cpu"), loader=loader), loader
+
+
+def pixels(result):
+    return [np.asarray(im) for im in result.images]
+
+
+def test_defaults_resolved_and_timings_reported(tmp_path):
+    runner, _ = make_runner(tmp_path)
+    res = runner.run(GenerationRequest(prompt="red", seed=3))
+    r = res.request
+    assert (r.width, r.height, r.steps, r.guidance, r.model, r.seed) == (64, 64, 3, 1.0, "a", 3)
+    assert res.images[0].size == (64, 64)
+    t = res.timings
+    assert t.total_s >= t.denoise_s > 0 and t.decode_s > 0 and t.text_encode_s >= 0
+    assert res.dtype == "float32" and res.device == "cpu"
+
+
+def test_random_seed_is_recorded_and_reproducible(tmp_path):
+    runner, _ = make_runner(tmp_path)
+    first = runner.run(GenerationRequest(prompt="x"))
+    again = runner.run(GenerationRequest(prompt="x", seed=first.seeds[0]))
+    assert np.array_equal(pixels(first)[0], pixels(again)[0])
+    other = runner.run(GenerationRequest(prompt="x", seed=first.seeds[0] + 1000))
+    assert not np.array_equal(pixels(first)[0], pixels(other)[0])
+
+
+def test_n_images_use_consecutive_seeds(tmp_path):
+    runner, _ = make_runner(tmp_path)
+    two = runner.run(GenerationRequest(prompt="x", seed=10, n=2))
+    assert two.seeds == [10, 11]
+    second = runner.run(GenerationRequest(prompt="x", seed=11))
+    assert np.array_equal(pixels(two)[1], pixels(second)[0])
+
+
+def test_model_loaded_once_and_kept_warm_lru(tmp_path):
+    runner, loader = make_runner(tmp_path, names=("a", "b"))
+    for m in ("a", "a", "b", "a"):
+        runner.run(GenerationRequest(prompt="x", model=m, seed=1))
+    assert loader.calls == ["a", "b", "a"]  # warm_models=1: switching unloads
+    assert loader.made[0].unloaded and loader.made[1].unloaded
+    assert runner.warm_models() == ["a"]
+
+
+def test_progress_once_per_step(tmp_path):
+    runner, _ = make_runner(tmp_path)
+    events = []
+    runner.run(GenerationRequest(prompt="x", steps=5, seed=1), on_progress=events.append)
+    assert [(e.step, e.total) for e in events] == [(i, 5) for i in range(1, 6)]
+
+
+def test_cancel_takes_effect_within_one_step(tmp_path):
+    runner, _ = make_runner(tmp_path)
+    cancel = threading.Event()
+    seen = []
+
+    def on_progress(ev):
+        seen.append(ev.step)
+        if ev.step == 2:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        runner.run(GenerationRequest(prompt="x", steps=10, seed=1), on_progress=on_progress, cancel=cancel)
+    assert seen == [1, 2]
+    # the runner is reusable after a cancel
+    assert runner.run(GenerationRequest(prompt="x", seed=1)).images
+
+
+def test_cancel_before_start(tmp_path):
+    runner, loader = make_runner(tmp_path)
+    ev = threading.Event()
+    ev.set()
+    with pytest.raises(Cancelled):
+        runner.run(GenerationRequest(prompt="x"), cancel=ev)
+    assert loader.calls == []
+
+
+def test_nan_latents_fail_clearly(tmp_path):
+    runner, _ = make_runner(tmp_path, nan_at_step=2)
+    with pytest.raises(GenerationFailed) as info:
+        runner.run(GenerationRequest(prompt="x", seed=1))
+    assert info.value.code == "nan_latents"
+
+
+def test_black_decode_retried_in_fp32_then_ok():
+    from zaoxiang.engine.precision import guarded_decode
+
+    calls = []
+
+    def decode(z, dtype):
+        calls.append(dtype)
+        if dtype == torch.bfloat16:
+            return torch.full((1, 3, 8, 8), -1.0)  # all black in bf16
+        return torch.zeros((1, 3, 8, 8))
+
+    out = guarded_decode(decode, torch.zeros(1, 4), PrecisionPolicy(torch.device("cpu"), torch.bfloat16))
+    assert calls == [torch.bfloat16, torch.float32]
+    assert out.abs().max() == 0
+
+
+def test_black_decode_in_fp32_fails():
+    runner_decode = lambda z, dtype: torch.full((1, 3, 8, 8), -1.0)  # noqa: E731
+    from zaoxiang.engine.precision import guarded_decode
+
+    with pytest.raises(GenerationFailed) as info:
+        guarded_decode(runner_decode, torch.zeros(1, 4), PrecisionPolicy(torch.device("cpu"), torch.float32))
+    assert info.value.code == "bad_decode" and "black" in info.value.message
+
+
+def test_nan_decode_twice_fails_after_retry():
+    from zaoxiang.engine.precision import guarded_decode
+
+    bad = lambda z, dtype: torch.full((1, 3, 8, 8), float("nan"))  # noqa: E731
+    with pytest.raises(GenerationFailed) as info:
+        guarded_decode(bad, torch.zeros(1, 4), PrecisionPolicy(torch.device("cpu"), torch.bfloat16))
+    assert "fp32 retry" in info.value.message
+
+
+def test_unknown_model_and_no_model(tmp_path):
+    runner, _ = make_runner(tmp_path)
+    with pytest.raises(ModelNotFound) as info:
+        runner.run(GenerationRequest(prompt="x", model="nope"))
+    assert info.value.field == "model" and "a" in info.value.message
+    empty = Runner(ModelRegistry([]), EngineSettings(device="cpu"), loader=Loader())
+    with pytest.raises(NoModelInstalled) as info:
+        empty.run(GenerationRequest(prompt="x"))
+    assert "--model" in info.value.message
+
+
+def test_loader_crash_becomes_model_load_error(tmp_path):
+    def broken(entry, policy, settings):
+        raise OSError("weights truncated")
+
+    runner = Runner(ModelRegistry([fake_entry("a", tmp_path)]), EngineSettings(device="cpu"), loader=broken)
+    with pytest.raises(ModelLoadError) as info:
+        runner.run(GenerationRequest(prompt="x"))
+    assert "weights truncated" in info.value.message
