@@ -14,6 +14,11 @@ from zaoxiang.errors import ZaoxiangError
 COMMAND_MODULES: tuple[str, ...] = (
     "generate",
     "models",
+    "data",
+    "serve",
+    "keys",
+    "train",
+    "verify",
 )
 
 

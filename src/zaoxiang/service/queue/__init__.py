@@ -1,0 +1,1 @@
+"""Job queues: the interface and its backends (SQLite embedded; Redis later)."""
