@@ -14,6 +14,7 @@ from zaoxiang.errors import ZaoxiangError
 COMMAND_MODULES: tuple[str, ...] = (
     "generate",
     "models",
+    "verify",
     "data",
     "serve",
     "keys",
