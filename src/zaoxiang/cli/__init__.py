@@ -19,7 +19,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "serve",
     "keys",
     "train",
-    "verify",
 )
 
 
