@@ -1,0 +1,204 @@
+"""One adapter that runs any supported diffusers pipeline (FLUX, Qwen-Image, Z-Image, SD3, SDXL).
+
+The pipeline's own ``__call__`` runs the denoising loop (so its scheduler handling, CFG and
+position ids are exactly what the model authors ship), but the adapter owns the phases around it:
+
+1. **text encode**: once per request, through the pipeline's own ``encode_prompt``;
+2. **denoise**: ``__call__`` with the embeddings, ``output_type="latent"`` and a
+   ``callback_on_step_end`` that calls ``ctx.step`` (progress + cancel, within one step);
+3. **decode**: the family's exact unpack/unscale, then ``vae.decode`` under
+   :func:`guarded_decode` (NaN/black guard, one fp32 retry) and the memory plan (tiling, OOM retry).
+
+Images are generated one at a time, each from its own generator seeded ``seeds[i]``: image i is
+then bit-identical whatever ``n`` is (a batch of two takes other kernel paths than a batch of one,
+on GPUs especially), a request can be split or cached per image, and peak memory does not grow
+with ``n``. Progress counts steps over the whole request: ``n * steps`` events.
+
+Family differences (sizes, guidance, encoding, latent scaling, defaults) live in ``families.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import torch
+
+from zaoxiang.engine.memory import MemoryPlan, decode_with_memory_plan, place_pipeline, plan_memory
+from zaoxiang.engine.pipelines.base import LoadedPipeline, ModelDefaults, RunContext
+from zaoxiang.engine.pipelines.families import FamilySpec, family_spec, scheduler_overrides
+from zaoxiang.engine.precision import PrecisionPolicy, check_latents, guarded_decode
+from zaoxiang.engine.registry import ModelEntry, folder_revision
+from zaoxiang.errors import GenerationFailed, InvalidRequest, ModelLoadError
+from zaoxiang.protocol import GenerationRequest, ModelIdentity
+from zaoxiang.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+
+def load_diffusers_pipeline(entry: ModelEntry, policy: PrecisionPolicy, settings: EngineSettings) -> "DiffusersPipeline":
+    """Load a diffusers folder on the policy's device and dtype, offline, placed per the memory plan."""
+    import diffusers  # heavy import, only when a model is actually loaded
+
+    spec = family_spec(entry.family)
+    cls = getattr(diffusers, entry.pipeline_class, None)
+    if cls is None:
+        raise ModelLoadError(f"diffusers {diffusers.__version__} has no {entry.pipeline_class}", field="model")
+    kwargs: dict[str, Any] = {"dtype": policy.dtype, "local_files_only": True}
+    if entry.family == "sdxl":
+        # The invisible watermark would change outputs silently when its package is installed.
+        kwargs["add_watermarker"] = False
+    try:
+        pipe = cls.from_pretrained(entry.path, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"could not load {entry.pipeline_class} from {entry.path}: {exc}", field="model") from exc
+    pipe.set_progress_bar_config(disable=True)
+    plan = plan_memory(settings.memory_mode, policy.device, settings.vae_tiling_pixels)
+    place_pipeline(pipe, plan, policy.device)
+    identity = ModelIdentity(name=entry.name, family=entry.family, revision=folder_revision(entry.path), source=str(entry.path))
+    return DiffusersPipeline(pipe, spec, identity, policy, plan, spec.defaults(pipe, entry.path))
+
+
+class DiffusersPipeline(LoadedPipeline):
+    def __init__(
+        self,
+        pipe: Any,
+        spec: FamilySpec,
+        identity: ModelIdentity,
+        policy: PrecisionPolicy,
+        memory: MemoryPlan,
+        defaults: ModelDefaults,
+    ) -> None:
+        self.pipe = pipe
+        self.spec = spec
+        self.identity = identity
+        self.defaults = defaults
+        self.policy = policy
+        self.memory = memory
+        # Each run gets a fresh scheduler from this config: schedulers keep per-run state, and
+        # a cancelled run must leave nothing behind.
+        self._scheduler = pipe.scheduler
+        self._scheduler_config = copy.deepcopy(dict(pipe.scheduler.config))
+
+    # -- checks -----------------------------------------------------------------------------------
+
+    def validate(self, request: GenerationRequest) -> None:
+        if request.loras:
+            raise InvalidRequest("LoRA adapters are not supported for diffusers models yet", field="loras")
+        if request.turbo:
+            raise InvalidRequest(
+                f"turbo applies to the built-in model; for {self.spec.family}, pick a distilled checkpoint instead",
+                field="turbo",
+            )
+        self.spec.check_size(self.pipe, request)
+        self.spec.guidance(self.pipe, request)  # raises on a guidance/negative prompt that would do nothing
+        scheduler_overrides(self.spec, self._scheduler_config, request)
+
+    # -- run --------------------------------------------------------------------------------------
+
+    def generate(self, ctx: RunContext) -> list[Any]:
+        req = ctx.request
+        self.validate(req)
+        width, height, steps = int(req.width), int(req.height), int(req.steps)
+        plan = self.spec.guidance(self.pipe, req)
+        device = self.pipe._execution_device
+        memory = plan_memory(ctx.memory_mode, self.policy.device, ctx.vae_tiling_pixels)
+        try:
+            with ctx.timer.phase("text_encode"), torch.inference_mode():
+                embeds = self.spec.encode(self.pipe, req, plan, device)
+            images = []
+            for index, seed in enumerate(ctx.seeds):
+                with ctx.timer.phase("denoise"):
+                    latents = self._denoise(ctx, embeds, plan.call_kwargs, seed, index, width, height, steps)
+                with ctx.timer.phase("decode"):
+                    images.extend(self._decode(latents, width, height, memory))
+            return images
+        except torch.OutOfMemoryError as exc:
+            raise GenerationFailed(
+                f"out of device memory at {width}x{height} (memory_mode={ctx.memory_mode}); try a smaller size, "
+                "memory_mode=model_offload or memory_mode=sequential_offload",
+                code="out_of_memory",
+            ) from exc
+        finally:
+            self.pipe.scheduler = self._scheduler
+
+    def _denoise(
+        self,
+        ctx: RunContext,
+        embeds: dict[str, Any],
+        guidance_kwargs: dict[str, Any],
+        seed: int,
+        index: int,
+        width: int,
+        height: int,
+        steps: int,
+    ) -> torch.Tensor:
+        self.pipe.scheduler = self._fresh_scheduler(ctx.request)
+        total = steps * len(ctx.seeds)
+        done_before = steps * index
+
+        def on_step_end(pipe: Any, i: int, t: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            # Raises Cancelled, which unwinds out of the pipeline's loop: nothing else runs.
+            ctx.step(done_before + i + 1, total, tensors.get("latents"))
+            return {}
+
+        # Generators live on the CPU so a seed gives the same noise on every device kind.
+        generator = torch.Generator("cpu").manual_seed(seed)
+        with torch.inference_mode():
+            out = self.pipe(
+                **embeds,
+                **guidance_kwargs,
+                **self.spec.call_kwargs(self.pipe),
+                height=height,
+                width=width,
+                num_inference_steps=steps,
+                generator=generator,
+                output_type="latent",
+                callback_on_step_end=on_step_end,
+                callback_on_step_end_tensor_inputs=["latents"],
+                return_dict=False,
+            )
+        return out[0]
+
+    def _fresh_scheduler(self, request: GenerationRequest) -> Any:
+        overrides = scheduler_overrides(self.spec, self._scheduler_config, request)
+        cls = type(self._scheduler)
+        if request.sampler.name == "euler":
+            from diffusers import EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
+
+            cls = FlowMatchEulerDiscreteScheduler if self.spec.flow_matching else EulerDiscreteScheduler
+        if overrides:
+            log.info("scheduler overrides for this request: %s", overrides)
+        return cls.from_config({**self._scheduler_config, **overrides})
+
+    def _decode(self, latents: torch.Tensor, width: int, height: int, memory: MemoryPlan) -> list[Any]:
+        check_latents(latents)  # fail on NaN before spending a decode
+        vae = self.pipe.vae
+        # Unpack/unscale in fp32: these are the exact steps the family's __call__ takes before decoding.
+        vae_input = self.spec.to_vae_input(self.pipe, latents.float(), height, width)
+
+        def decode(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+            restore = vae.dtype
+            if restore != dtype:
+                vae.to(dtype)
+            try:
+                with torch.inference_mode():
+                    out = decode_with_memory_plan(
+                        lambda: vae.decode(x.to(dtype), return_dict=False)[0], vae, memory, width, height
+                    )
+                return self.spec.from_vae_output(out).float()  # (B, 3, H, W) in [-1, 1]
+            finally:
+                if restore != dtype:
+                    vae.to(restore)
+
+        images = guarded_decode(decode, vae_input, self.policy)
+        return self.pipe.image_processor.postprocess(images, output_type="pil")
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def unload(self) -> None:
+        if hasattr(self.pipe, "remove_all_hooks"):
+            self.pipe.remove_all_hooks()
+        self.pipe.to("cpu")
+        self.pipe = None
