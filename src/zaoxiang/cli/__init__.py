@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "serve",
     "keys",
     "train",
+    "tiny",
 )
 
 
