@@ -188,6 +188,13 @@ def test_encode_uses_the_same_prefix_as_pooled(encoder):
     torch.testing.assert_close(torch.nn.functional.normalize(mean, dim=-1), encoder.pooled(["一只猫"]))
 
 
+def test_encoded_states_can_feed_a_trained_layer(encoder):
+    hidden, mask = encoder.encode(["a cat"])
+    proj = torch.nn.Linear(encoder.hidden_size, 8)
+    proj(hidden)[mask].sum().backward()  # inference-mode tensors would refuse this
+    assert proj.weight.grad is not None and proj.weight.grad.abs().sum() > 0
+
+
 def test_max_length_truncates_from_the_end(encoder):
     long = " ".join(["apple"] * 100)
     ids, mask = encoder.tokenize([long, "cat"], max_length=16)

