@@ -75,6 +75,7 @@ def qwen_tokenizer():
     return tok
 
 
+QWEN_ENDOFTEXT = len(_BYTES)  # id of <|endoftext|>
 QWEN_VOCAB = 320  # > every id qwen_tokenizer() emits; the vision ids below sit above them, unused
 
 
@@ -170,6 +171,7 @@ def build_qwen_image(seed: int = 0):
         text_config={
             "hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
             "num_key_value_heads": 2, "vocab_size": QWEN_VOCAB, "rope_theta": 1000000.0,
+            "bos_token_id": QWEN_ENDOFTEXT, "eos_token_id": QWEN_ENDOFTEXT, "pad_token_id": QWEN_ENDOFTEXT,
             "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
         },
         vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16},
@@ -211,6 +213,7 @@ def build_z_image(seed: int = 0):
     cfg = Qwen3Config(
         hidden_size=16, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
         head_dim=8, vocab_size=QWEN_VOCAB, max_position_embeddings=1024,
+        bos_token_id=QWEN_ENDOFTEXT, eos_token_id=QWEN_ENDOFTEXT, pad_token_id=QWEN_ENDOFTEXT,
     )
     # Z-Image-Turbo's scheduler config (static shift 3).
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False)
