@@ -269,3 +269,16 @@ def test_bad_file_is_a_model_load_error(tmp_path):
     truncated.write_bytes(default_model_path().read_bytes()[:5000])
     with pytest.raises(ModelLoadError):
         E5TextEncoder.load(truncated)
+
+
+def test_export_subset_round_trips_and_rejects_other_tokens(encoder, tmp_path):
+    texts = ["左边一个红苹果，右边一枚火箭，蓝色背景", "a red apple on the left"]
+    path = encoder.export_subset(tmp_path / "e5-subset.safetensors", texts)
+    assert path.stat().st_size < 32 * 2**20
+    small = E5TextEncoder.load(path)
+    hidden, mask = small.encode(texts)
+    ref_hidden, ref_mask = encoder.encode(texts)
+    assert torch.equal(mask, ref_mask)
+    torch.testing.assert_close(hidden[mask], ref_hidden[ref_mask])
+    with pytest.raises(InvalidRequest):
+        small.encode(["zebra crossing"])

