@@ -112,8 +112,8 @@ def create_app(settings: Settings, runner: Runner | None = None, gate: Gate | No
             expose_headers=["Location", "Retry-After", "Preference-Applied"],
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.service.max_body_bytes)
+    app.include_router(routes_openai.router)  # first: /v1/images/generations before /v1/images/{id}
     app.include_router(routes_native.router)
-    app.include_router(routes_openai.router)
     app.include_router(routes_a1111.router)
     _mount_web(app)
     return app

@@ -39,7 +39,8 @@ def signed_image_query(secret: bytes, image_id: str, ttl_s: int = 3600) -> str:
 def signature_valid(secret: bytes, image_id: str, expires: int | None, sig: str | None) -> bool:
     if expires is None or sig is None or expires < time.time():
         return False
-    return hmac.compare_digest(sign_image(secret, image_id, expires), sig)
+    # compare_digest refuses non-ASCII str: compare bytes, so any query text is just "no".
+    return hmac.compare_digest(sign_image(secret, image_id, expires).encode(), sig.encode("utf-8", "replace"))
 
 
 def prefer_wait(prefer: str | None, cap: float) -> float | None:

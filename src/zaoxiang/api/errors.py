@@ -8,12 +8,14 @@ a 500 ``internal_error`` whose details go to the log, never to the client.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zaoxiang.errors import ZaoxiangError
@@ -108,7 +110,35 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-    return error_response(exc.status_code, code, detail, headers=getattr(exc, "headers", None))
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return error_response(exc.status_code, code, detail, headers=headers or None)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path. Starlette's own Allow lists only the first
+    route that matched, and one path here has a route per method."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, child = route.matches({**request.scope, "method": "__none__"})
+        if match is Match.NONE or not hasattr(route, "methods") or not getattr(route, "include_in_schema", True):
+            continue
+        if _path_params_fit(route, child.get("path_params", {})):
+            methods |= set(route.methods or ())
+    return sorted(methods - {"HEAD"})
+
+
+def _path_params_fit(route: Any, params: dict[str, Any]) -> bool:
+    """Whether the path parameters also fit their declared patterns (``/v1/images/generations``
+    matches ``/v1/images/{image_id}`` by shape only)."""
+    dependant = getattr(route, "dependant", None)
+    for param in getattr(dependant, "path_params", ()):
+        for meta in param.field_info.metadata:
+            pattern = getattr(meta, "pattern", None)
+            if pattern and not re.search(pattern, str(params.get(param.name, ""))):
+                return False
+    return True
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

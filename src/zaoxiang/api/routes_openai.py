@@ -16,6 +16,7 @@ import time
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zaoxiang.api.deps import get_owner, get_service, signed_image_query
@@ -85,6 +86,13 @@ def to_generation(body: OpenAIImageRequest) -> GenerationRequest:
         return GenerationRequest.model_validate(data)
     except ValidationError as exc:
         raise invalid_from_pydantic(exc) from None
+
+
+@router.api_route("/v1/images/generations", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+def generations_other_methods() -> None:
+    """``/v1/images/generations`` is POST-only. Without this route the GET would reach
+    ``/v1/images/{image_id}`` and fail its id check (422) instead of answering 405."""
+    raise StarletteHTTPException(status_code=405)
 
 
 @router.post("/v1/images/generations", response_model=OpenAIImagesResponse, responses=ERRORS)
