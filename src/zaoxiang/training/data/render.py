@@ -184,7 +184,11 @@ def render_batch(specs: Sequence[SceneSpec], pack: SpritePack, size: int = 256) 
         rgba = table.index_select(0, rows).float() / 255  # (n, 4, S, S)
         # Premultiply before resizing so transparent pixels do not bleed dark fringes.
         rgba = torch.cat([rgba[:, :3] * rgba[:, 3:], rgba[:, 3:]], dim=1)
-        small = F.interpolate(rgba, size=(h, w), mode="bilinear", antialias=True, align_corners=False)  # (n, 4, h, w)
+        # Box-filter down by powers of two to within 2x of the target, then plain bilinear: as
+        # alias-free as antialias=True for these sizes and several times cheaper on CPU.
+        while rgba.shape[-1] >= 2 * w and rgba.shape[-2] >= 2 * h:
+            rgba = F.avg_pool2d(rgba, 2)
+        small = F.interpolate(rgba, size=(h, w), mode="bilinear", align_corners=False)  # (n, 4, h, w)
         for k, i in enumerate(idxs):
             resized[i] = small[k]
 
