@@ -98,16 +98,31 @@ def test_defaults(tiny_runner, family, expected):
     assert (d.width, d.height, d.steps, d.guidance) == expected
 
 
-def test_z_image_base_defaults_without_turbo_card(tiny_model_dir, tmp_path):
-    import shutil
+def fake_pipe(**transformer_config):
+    from types import SimpleNamespace
 
+    return SimpleNamespace(transformer=SimpleNamespace(config=SimpleNamespace(**transformer_config)))
+
+
+@pytest.mark.parametrize(
+    "family, folder, config, expected",
+    [
+        ("z-image", "Z-Image", {}, (50, 4.0)),
+        ("z-image", "Z-Image-Turbo", {}, (9, 0.0)),
+        ("sd3", "stable-diffusion-3-medium-diffusers", {"num_layers": 24, "dual_attention_layers": ()}, (28, 7.0)),
+        ("sd3", "stable-diffusion-3.5-medium", {"num_layers": 24, "dual_attention_layers": (0, 1)}, (40, 4.5)),
+        ("sd3", "stable-diffusion-3.5-large", {"num_layers": 38, "dual_attention_layers": ()}, (28, 3.5)),
+        ("sd3", "stable-diffusion-3.5-large-turbo", {"num_layers": 38, "dual_attention_layers": ()}, (4, 0.0)),
+        ("flux", "FLUX.1-dev", {"guidance_embeds": True}, (28, 3.5)),
+        ("flux", "FLUX.1-schnell", {"guidance_embeds": False}, (4, 0.0)),
+    ],
+)
+def test_variant_defaults_from_folder_and_config(tmp_path, family, folder, config, expected):
     from zaoxiang.engine.pipelines.families import FAMILIES as SPECS
 
-    base = tmp_path / "z-image-base"
-    shutil.copytree(tiny_model_dir("z-image"), base)
-    (base / "README.md").unlink()
-    d = SPECS["z-image"].defaults(None, base)
-    assert (d.steps, d.guidance) == (50, 4.0)
+    (tmp_path / folder).mkdir()
+    d = SPECS[family].defaults(fake_pipe(**config), tmp_path / folder)
+    assert (d.steps, d.guidance) == expected
 
 
 @pytest.mark.parametrize("family, guidance", [("qwen-image", 4.0), ("z-image", 3.0), ("sd3", 7.0), ("sdxl", 5.0)])

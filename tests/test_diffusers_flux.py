@@ -162,7 +162,9 @@ def test_bad_decode_in_bf16_is_retried_in_fp32(tiny_model_dir, monkeypatch):
     runner.policy = PrecisionPolicy(device=torch.device("cpu"), dtype=torch.bfloat16)
     pipe = runner.load(FAMILY)[0]
     vae = pipe.pipe.vae
-    assert vae.dtype == torch.bfloat16 and pipe.pipe.transformer.dtype == torch.bfloat16
+    # The dtype reaches diffusers' and transformers' components alike (no mixed-dtype matmuls).
+    for name in ("vae", "transformer", "text_encoder", "text_encoder_2"):
+        assert getattr(pipe.pipe, name).dtype == torch.bfloat16, name
     spy = DecodeSpy(vae, bad=lambda v: v.dtype == torch.bfloat16)
     monkeypatch.setattr(vae, "decode", spy)
     res = runner.run(req())

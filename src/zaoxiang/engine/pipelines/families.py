@@ -162,10 +162,11 @@ def _qwen_to_vae(pipe: Any, latents: torch.Tensor, height: int, width: int) -> t
 # -- Z-Image -------------------------------------------------------------------------------------------
 # ``guidance_scale`` g gives pred = cond + g * (cond - uncond): 0 turns CFG off (Turbo), and g
 # equals the usual CFG scale minus one. Turbo is told apart from base Z-Image by its name: the
-# folder name or its model card (README.md) mentions "turbo"; the weights' configs are identical.
+# folder name or its model card (README.md) mentions "turbo".
 
 
-def _z_image_is_turbo(path: Path) -> bool:
+def _named_turbo(path: Path) -> bool:
+    """Distilled "Turbo" checkpoints share their base model's configs; only the name tells them apart."""
     if "turbo" in path.name.lower():
         return True
     card = path / "README.md"
@@ -176,7 +177,7 @@ def _z_image_is_turbo(path: Path) -> bool:
 
 
 def _z_image_defaults(pipe: Any, path: Path) -> ModelDefaults:
-    if _z_image_is_turbo(path):
+    if _named_turbo(path):
         return ModelDefaults(1024, 1024, 9, 0.0)  # Z-Image-Turbo model card
     return ModelDefaults(1024, 1024, 50, 4.0)  # base Z-Image: 50 steps, CFG on
 
@@ -202,6 +203,18 @@ def _shift_scale_to_vae(pipe: Any, latents: torch.Tensor, height: int, width: in
 
 # -- SD3 / SDXL ----------------------------------------------------------------------------------------
 # Plain CFG through ``guidance_scale``; active above 1, where the pipeline doubles the batch.
+# SD3 variants differ in their model cards' settings and are told apart by transformer config.
+
+
+def _sd3_defaults(pipe: Any, path: Path) -> ModelDefaults:
+    cfg = pipe.transformer.config
+    if _named_turbo(path):
+        return ModelDefaults(1024, 1024, 4, 0.0)  # SD3.5 Large Turbo
+    if cfg.dual_attention_layers:
+        return ModelDefaults(1024, 1024, 40, 4.5)  # SD3.5 Medium (MMDiT-X)
+    if cfg.num_layers >= 38:
+        return ModelDefaults(1024, 1024, 28, 3.5)  # SD3.5 Large
+    return ModelDefaults(1024, 1024, 28, 7.0)  # SD3 Medium
 
 
 def _cfg_guidance(family: str) -> Callable[[Any, GenerationRequest], GuidancePlan]:
@@ -259,7 +272,7 @@ FAMILIES: MappingProxyType[str, FamilySpec] = MappingProxyType(
         ),
         "sd3": FamilySpec(
             "sd3", patch=None, max_side_from_pos_embed=True, flow_matching=True,
-            defaults=lambda pipe, path: ModelDefaults(1024, 1024, 28, 7.0),  # SD3-medium model card
+            defaults=_sd3_defaults,
             guidance=_cfg_guidance("SD3"), encode=_sd3_encode, to_vae_input=_shift_scale_to_vae,
         ),
         "sdxl": FamilySpec(
