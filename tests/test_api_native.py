@@ -274,3 +274,23 @@ def test_health_ready_models_and_index(client):
     assert index.status_code == 200 and "/docs" in index.text
     spec = client.get("/openapi.json").json()
     assert {"/v1/jobs", "/v1/images/generations", "/sdapi/v1/txt2img"} <= set(spec["paths"])
+
+
+def test_safety_gate_blocks_prompts_and_images(tmp_path):
+    from zaoxiang.safety.errors import ImageBlocked
+    from zaoxiang.safety.gate import SafetyGate
+    from zaoxiang.safety.settings import SafetySettings
+    from zaoxiang.service.gate import SafetyGateAdapter
+
+    class BlockEveryImage(SafetyGateAdapter):
+        def check_images(self, images, request, job_id):
+            raise ImageBlocked("1 of 1 images were blocked by the content policy")
+
+    safety = SafetySettings(image_check={"enabled": False}, watermark={"enabled": False}, audit={"enabled": False})
+    gate = BlockEveryImage(SafetyGate(safety))
+    with live_server(make_settings(tmp_path), fake_runner(tmp_path), gate=gate) as live, httpx.Client(base_url=live.url) as c:
+        r = c.post("/v1/jobs", json={"prompt": "jailbait photo"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "prompt_blocked"
+        assert c.get("/v1/jobs").json()["data"] == []  # nothing was queued
+        job = c.post("/v1/jobs", json={"prompt": "a red apple"}, headers={"Prefer": "wait=20"}).json()
+        assert job["status"] == "failed" and job["error"]["code"] == "image_blocked" and job["images"] == []

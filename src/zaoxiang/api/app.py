@@ -23,7 +23,7 @@ from zaoxiang.service.auth import Authenticator, KeyStore, is_loopback, load_or_
 from zaoxiang.service.cache import SqliteResultCache
 from zaoxiang.service.core import DataPaths, Service
 from zaoxiang.service.events import LocalEventBus
-from zaoxiang.service.gate import Gate, NoGate
+from zaoxiang.service.gate import Gate, default_gate
 from zaoxiang.service.queue.sqlite import SqliteJobQueue
 from zaoxiang.service.ratelimit import TokenBucketLimiter
 from zaoxiang.service.store.local import LocalImageStore
@@ -82,7 +82,7 @@ def build_service(settings: Settings, runner: Runner, gate: Gate) -> tuple[Servi
 
 
 def create_app(settings: Settings, runner: Runner | None = None, gate: Gate | None = None) -> FastAPI:
-    service, server_secret = build_service(settings, runner or default_runner(settings), gate or NoGate())
+    service, server_secret = build_service(settings, runner or default_runner(settings), gate or default_gate(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

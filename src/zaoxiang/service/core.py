@@ -126,7 +126,7 @@ class Service:
         """Validate, then answer from the cache or queue the job. Returns the job and its position."""
         self.limits.check(request)
         self.runner.registry.get(request.model)  # unknown model → 404 now, not after queueing
-        self.gate.check_prompt(request)
+        self.gate.check_prompt(request, owner)
         self.limiter.take(owner)
         hit = self._cached(request, owner, webhook)
         if hit is not None:

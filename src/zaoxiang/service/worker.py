@@ -195,9 +195,9 @@ class Worker:
             self.bus.publish(JobEvent.progress(job.id, ev.step, ev.total, ev.preview))
 
         result = self.runner.run(resolved, on_progress=on_progress, cancel=cancel, previews=self.previews)
+        images = self.gate.check_images(list(result.images), result.request, job.id)
         stored: list[StoredImage] = []
-        for i, image in enumerate(result.images):
-            image = self.gate.check_image(image, result.request)
+        for i, image in enumerate(images):
             data = encode_for_store(image, result, i)
             stored.append(
                 StoredImage(
@@ -221,6 +221,13 @@ class Worker:
         else:
             event = JobEvent(type="failed", job_id=job.id, error=job.error)
         self.bus.publish(event)
-        self._safe(lambda: self.gate.audit({"job_id": job.id, "owner": job.owner, "status": job.status.value}))
+        record = {
+            "job_id": job.id,
+            "owner": job.owner,
+            "status": job.status.value,
+            "prompt": job.request.prompt,
+            "negative_prompt": job.request.negative_prompt,
+        }
+        self._safe(lambda: self.gate.audit(record))
         if self.on_finished is not None:
             self._safe(lambda: self.on_finished(job))  # type: ignore[misc]
