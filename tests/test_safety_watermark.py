@@ -59,6 +59,7 @@ def test_flat_emoji_256_survives_png_and_jpeg90(char, bg):
         assert read_watermark(reloaded) == PAYLOAD
 
 
+@pytest.mark.slow
 def test_1024_emoji_and_textured_survive_jpeg90():
     rng = np.random.default_rng(0)
     textured = Image.fromarray(rng.integers(0, 256, (1024, 1024, 3), dtype=np.uint8)).resize((1024, 1024))

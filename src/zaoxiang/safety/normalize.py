@@ -27,13 +27,18 @@ LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t"
 # matches: "chi1d" and "child" both become "chiid". Only matching sees this, not the user.
 MATCH_FOLD = str.maketrans({"l": "i"})
 
-# CJK Unified Ideographs and their extensions and compatibility block.
-_HAN_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2EBEF), (0x30000, 0x323AF))
-
-
+# CJK Unified Ideographs, Extension A, compatibility block, Extensions B-I. Written as chained
+# comparisons: this runs per character and dominated the filter's cost as a range loop.
 def is_han(ch: str) -> bool:
-    cp = ord(ch)
-    return any(lo <= cp <= hi for lo, hi in _HAN_RANGES)
+    if ch < "\u3400":
+        return False
+    return (
+        "\u4e00" <= ch <= "\u9fff"
+        or "\u3400" <= ch <= "\u4dbf"
+        or "\uf900" <= ch <= "\ufaff"
+        or "\U00020000" <= ch <= "\U0002ebef"
+        or "\U00030000" <= ch <= "\U000323af"
+    )
 
 
 def _is_word_char(ch: str) -> bool:
