@@ -33,7 +33,9 @@ fi
 EXTRAS=""
 [[ $DEV == 1 ]] && EXTRAS="[dev]"
 .venv/bin/pip install -q -e ".${EXTRAS}" 2>&1 | grep -v "is ignored" || true
-.venv/bin/python -c "import zaoxiang, torch, diffusers" >/dev/null
+# No deps: it asks for the GUI OpenCV build; pyproject pins the headless one it runs on.
+.venv/bin/pip install -q --no-deps invisible-watermark==0.2.0 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -c "import zaoxiang, torch, diffusers, imwatermark" >/dev/null
 
 if [[ $DEV == 1 && -f scripts/setup_assets.sh ]]; then
   bash scripts/setup_assets.sh
