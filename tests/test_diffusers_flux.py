@@ -222,3 +222,13 @@ def test_out_of_memory_without_retry_fails_clearly(runner, flux, monkeypatch):
     with pytest.raises(GenerationFailed) as err:
         runner.run(req())
     assert err.value.code == "out_of_memory" and "memory_mode" in err.value.message
+
+
+def test_pipeline_errors_become_coded_failures(runner, flux, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("shape mismatch somewhere inside")
+
+    monkeypatch.setattr(flux.pipe.transformer, "forward", broken)
+    with pytest.raises(GenerationFailed) as err:
+        runner.run(req())
+    assert err.value.code == "pipeline_failed" and "shape mismatch" in err.value.message

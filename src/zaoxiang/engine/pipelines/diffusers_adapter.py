@@ -120,6 +120,10 @@ class DiffusersPipeline(LoadedPipeline):
                 "memory_mode=model_offload or memory_mode=sequential_offload",
                 code="out_of_memory",
             ) from exc
+        except (ValueError, RuntimeError) as exc:
+            # A pipeline that rejects or breaks on a validated request is our bug or a broken model
+            # folder; either way the caller gets a coded error, not a stack trace.
+            raise GenerationFailed(f"the {self.spec.family} pipeline failed: {exc}", code="pipeline_failed") from exc
         finally:
             self.pipe.scheduler = self._scheduler
 
