@@ -177,3 +177,18 @@ def test_shift_changes_flow_models_and_is_refused_for_sdxl(tiny_runner):
 
 def test_sdxl_loads_without_watermarker(tiny_runner):
     assert tiny_runner("sdxl").load("sdxl")[0].pipe.watermark is None
+
+
+@pytest.mark.parametrize("family", ["flux", *FAMILIES])
+def test_progress_previews_are_small_pngs(tiny_runner, family):
+    import io
+
+    from PIL import Image
+
+    events = []
+    tiny_runner(family).run(req(family, width=64, height=128), on_progress=events.append, previews=True)
+    assert len(events) == 2
+    for ev in events:
+        im = Image.open(io.BytesIO(ev.preview))
+        assert im.format == "PNG" and im.size == (8, 16)  # latent resolution: 1/8 of each side
+    assert np.asarray(im).std() > 0

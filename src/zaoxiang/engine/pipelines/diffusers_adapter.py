@@ -80,6 +80,7 @@ class DiffusersPipeline(LoadedPipeline):
         # a cancelled run must leave nothing behind.
         self._scheduler = pipe.scheduler
         self._scheduler_config = copy.deepcopy(dict(pipe.scheduler.config))
+        self._size: tuple[int, int] | None = None  # (height, width) of the run in progress, for previews
 
     # -- checks -----------------------------------------------------------------------------------
 
@@ -102,6 +103,7 @@ class DiffusersPipeline(LoadedPipeline):
         self.validate(req)
         width, height, steps = int(req.width), int(req.height), int(req.steps)
         plan = self.spec.guidance(self.pipe, req)
+        self._size = (height, width)
         device = self.pipe._execution_device
         memory = plan_memory(ctx.memory_mode, self.policy.device, ctx.vae_tiling_pixels)
         try:
@@ -198,6 +200,27 @@ class DiffusersPipeline(LoadedPipeline):
 
         images = guarded_decode(decode, vae_input, self.policy)
         return self.pipe.image_processor.postprocess(images, output_type="pil")
+
+    def preview(self, latents: torch.Tensor) -> Any:
+        """False-colour view of in-progress latents at latent resolution (1/8 of the image side).
+
+        The first three latent channels, each stretched to 0..255: no decode, so it costs
+        microseconds, and it shows composition, not colour. Per-channel stretching makes it the same
+        for every family's latent scaling.
+        """
+        from PIL import Image
+
+        if self._size is None or latents is None:
+            return None
+        with torch.no_grad():
+            x = self.spec.to_vae_input(self.pipe, latents[:1].float(), *self._size)
+            if x.ndim == 5:
+                x = x[:, :, 0]  # (1, C, T=1, h, w) -> (1, C, h, w)
+            rgb = x[0, :3].cpu()  # (3, h, w)
+            lo = rgb.amin(dim=(1, 2), keepdim=True)
+            hi = rgb.amax(dim=(1, 2), keepdim=True)
+            rgb = ((rgb - lo) / (hi - lo).clamp_min(1e-6) * 255).round().to(torch.uint8)
+        return Image.fromarray(rgb.permute(1, 2, 0).numpy())  # (h, w, 3) uint8 -> RGB
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
