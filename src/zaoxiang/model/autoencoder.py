@@ -79,8 +79,11 @@ class Decoder(nn.Module):
                 blocks.append(ResBlock(c_prev, c))
                 c_prev = c
             if i < len(ch) - 1:
+                # The conv after upsampling already narrows to the next level's width: convs at the
+                # highest resolutions dominate CPU decode time (bench/builtin_cpu.py).
                 blocks.append(nn.Upsample(scale_factor=2.0, mode="nearest"))
-                blocks.append(nn.Conv2d(c, c, 3, padding=1))
+                blocks.append(nn.Conv2d(c, ch[i + 1], 3, padding=1))
+                c_prev = ch[i + 1]
             self.levels.append(nn.Sequential(*blocks))
         self.norm_out = _norm(c_prev)
         self.conv_out = nn.Conv2d(c_prev, 3, 3, padding=1)

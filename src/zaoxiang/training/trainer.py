@@ -32,6 +32,7 @@ from zaoxiang.model.autoencoder import Autoencoder, kl_loss
 from zaoxiang.model.config import ModelConfig, preset
 from zaoxiang.model.mmdit import MMDiT
 from zaoxiang.model.sampler import denoise, pad_text
+from zaoxiang.model.serialization import has_weights, load_weights
 from zaoxiang.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from zaoxiang.training.ema import EMA
 
@@ -378,6 +379,16 @@ class Trainer:
         keep = bool(self.cfg.keep_every) and self.step % self.cfg.keep_every == 0
         return save_checkpoint(self.run_dir, self.checkpoint_payload(), keep_step_copy=keep)
 
+    def init_from_weights(self, folder: Path | str) -> None:
+        """dit: start model and EMA from an exported weights folder (optimizer state starts fresh)."""
+        if self.cfg.stage != "dit":
+            raise ValueError("init_from_weights is for the dit stage")
+        config, t_sd, _ = load_weights(folder)
+        if config.transformer != self.model_config.transformer:
+            raise ValueError(f"{folder}: transformer config differs from the preset's")
+        self.model.load_state_dict({k: v.float() for k, v in t_sd.items()})
+        self.ema.module.load_state_dict(self.model.state_dict())
+
     def resume(self, path: Path | str | None = None) -> bool:
         """Load the run's latest checkpoint (or ``path``); False if there is none yet."""
         path = Path(path) if path is not None else self.run_dir
@@ -401,7 +412,15 @@ class Trainer:
 
 
 def load_autoencoder(path: Path | str, model_config: ModelConfig, device: torch.device | str = "cpu") -> Autoencoder:
-    """The EMA autoencoder of an ``ae`` run (directory or checkpoint file)."""
+    """The EMA autoencoder of an ``ae`` run (directory or checkpoint file), or the autoencoder of an
+    exported weights folder (how a later GPU session continues without the 300 MB checkpoint)."""
+    if has_weights(path):
+        config, _, a_sd = load_weights(path)
+        if config.autoencoder != model_config.autoencoder:
+            raise ValueError(f"{path}: autoencoder config {config.autoencoder} != preset's {model_config.autoencoder}")
+        ae = Autoencoder(config.autoencoder)
+        ae.load_state_dict({k: v.float() for k, v in a_sd.items()})
+        return ae.to(device)
     ckpt = load_checkpoint(path)
     if ckpt["stage"] != "ae":
         raise ValueError(f"{path} is a {ckpt['stage']!r} checkpoint; the dit stage needs an 'ae' one")
