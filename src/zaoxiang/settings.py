@@ -12,7 +12,9 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from zaoxiang.paths import default_data_dir
 from zaoxiang.protocol import Limits
+from zaoxiang.safety.settings import SafetySettings
 
 MemoryMode = Literal["auto", "none", "vae_tiling", "model_offload", "sequential_offload"]
 
@@ -67,10 +69,6 @@ class ServiceSettings(BaseModel):
     webhook_timeout_s: float = Field(default=10.0, gt=0)
 
 
-def default_data_dir() -> Path:
-    return Path.home() / ".local" / "share" / "zaoxiang"
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZAOXIANG_", env_nested_delimiter="__", extra="ignore")
 
@@ -83,6 +81,9 @@ class Settings(BaseSettings):
     builtin: bool = True
     engine: EngineSettings = Field(default_factory=EngineSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    # Prompt filter, image check, watermark and audit log: all on by default
+    # (ZAOXIANG_SAFETY__ENABLED=false or `zaoxiang serve --no-safety` turns them off).
+    safety: SafetySettings = Field(default_factory=SafetySettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
 
     @classmethod

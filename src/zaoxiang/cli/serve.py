@@ -18,6 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, help="port (default 7860)")
     p.add_argument("--data-dir", type=Path, help="jobs, images and keys live here (default ~/.local/share/zaoxiang)")
     p.add_argument("--model", action="append", default=[], metavar="[NAME=]PATH", help="register a diffusers folder (repeatable)")
+    p.add_argument(
+        "--no-safety",
+        action="store_true",
+        help="turn off the prompt filter, image check, watermark and audit log (on by default)",
+    )
     add_model_flags(p)
     p.set_defaults(func=run)
 
@@ -30,6 +35,8 @@ def settings_for(args: argparse.Namespace) -> Settings:
     update: dict[str, object] = {"service": service, "models": list(settings.models) + list(args.model)}
     if args.data_dir is not None:
         update["data_dir"] = args.data_dir
+    if args.no_safety:
+        update["safety"] = settings.safety.model_copy(update={"enabled": False})
     return settings.model_copy(update=update)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from zaoxiang.paths import default_data_dir
 from zaoxiang.safety.settings import AuditSettings
 
 
@@ -38,7 +39,7 @@ class AuditRecord(BaseModel):
 
 class AuditLog:
     def __init__(self, settings: AuditSettings) -> None:
-        self.path = Path(settings.path)
+        self.path = Path(settings.path) if settings.path is not None else default_data_dir() / "audit" / "audit.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handler = logging.handlers.RotatingFileHandler(
             self.path, maxBytes=settings.max_bytes, backupCount=settings.backup_count, encoding="utf-8", delay=True

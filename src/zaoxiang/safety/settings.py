@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from zaoxiang.settings import default_data_dir
+from zaoxiang.paths import default_data_dir
 
 ImagePolicy = Literal["block", "blur", "flag"]
 
@@ -67,7 +67,8 @@ class AuditSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    path: Path = Field(default_factory=lambda: default_data_dir() / "audit" / "audit.jsonl")
+    # None: <data_dir>/audit/audit.jsonl of the deployment (see `resolved`).
+    path: Path | None = None
     max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     # Rotated files kept besides the live one (audit.jsonl.1 ... .N).
     backup_count: int = Field(default=5, ge=0, le=1000)
@@ -75,6 +76,13 @@ class AuditSettings(BaseModel):
 
 class SafetySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    def resolved(self, data_dir: Path | None = None) -> "SafetySettings":
+        """These settings with the audit log placed under ``data_dir`` unless a path was given."""
+        if self.audit.path is not None:
+            return self
+        path = (data_dir or default_data_dir()) / "audit" / "audit.jsonl"
+        return self.model_copy(update={"audit": self.audit.model_copy(update={"path": path})})
 
     # Master switch: False turns every part off regardless of the parts' own switches.
     enabled: bool = True

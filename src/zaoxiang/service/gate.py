@@ -76,4 +76,4 @@ def default_gate(settings: Any) -> Gate:
         return NoGate()
     from zaoxiang.safety.gate import SafetyGate  # imported here: onnxruntime loads lazily anyway
 
-    return SafetyGateAdapter(SafetyGate(safety))
+    return SafetyGateAdapter(SafetyGate(safety.resolved(getattr(settings, "data_dir", None))))
