@@ -1,0 +1,291 @@
+"""``evaluate``: generate the held-out prompts in each language, score every image, build a report.
+
+Images come from an ``ImageSource``: by default the engine's ``Runner`` (so evaluation measures
+what users get: same request validation, defaults, seeds and decode guard), or ``GroundTruthSource``
+(the data builder's own renders: a perfect generator, used to prove the scorers measure images).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from PIL import Image, ImageDraw, ImageFont
+from pydantic import BaseModel, ConfigDict, Field
+
+from zaoxiang.errors import InvalidRequest
+from zaoxiang.training.data.evalset import EVAL_CATEGORIES, EvalItem
+
+LANGS = ("en", "zh")
+_FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
+
+
+class ImageSource(Protocol):
+    name: str
+
+    def images(self, item: EvalItem, lang: str, prompt: str, seeds: Sequence[int]) -> list[Image.Image]:
+        """One image per seed for ``prompt`` (the item's caption in ``lang``)."""
+        ...
+
+
+class RunnerSource:
+    """Generates through the engine: one ``GenerationRequest`` per run of consecutive seeds."""
+
+    def __init__(self, runner, model: str | None, steps: int | None, guidance: float | None, turbo: bool = False) -> None:
+        self.runner, self.model, self.steps, self.guidance, self.turbo = runner, model, steps, guidance, turbo
+        self.name = runner.registry.get(model).name
+
+    def images(self, item: EvalItem, lang: str, prompt: str, seeds: Sequence[int]) -> list[Image.Image]:
+        from zaoxiang.protocol import GenerationRequest
+
+        out: list[Image.Image] = []
+        for first, n in _consecutive_runs(seeds, self.runner.limits.max_images):
+            req = GenerationRequest(prompt=prompt, model=self.model, steps=self.steps, guidance=self.guidance,
+                                    seed=first, n=n, turbo=self.turbo)
+            out += self.runner.run(req).images
+        return out
+
+
+class GroundTruthSource:
+    """The data builder's render of each item's spec: what a perfect generator would draw."""
+
+    name = "ground-truth"
+
+    def __init__(self, pack, size: int = 256) -> None:
+        self.pack, self.size = pack, size
+
+    def images(self, item: EvalItem, lang: str, prompt: str, seeds: Sequence[int]) -> list[Image.Image]:
+        from zaoxiang.training.data.render import render_batch
+
+        img = render_batch([item.spec], self.pack, self.size)[0]  # (3, S, S) in [-1, 1]
+        pix = ((img + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()  # (S, S, 3)
+        return [Image.fromarray(pix) for _ in seeds]
+
+
+def _consecutive_runs(seeds: Sequence[int], max_n: int) -> list[tuple[int, int]]:
+    # The runner gives image i the seed ``seed + i``, so consecutive seeds batch into one request.
+    runs: list[tuple[int, int]] = []
+    for s in seeds:
+        if runs and runs[-1][0] + runs[-1][1] == s and runs[-1][1] < max_n:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((s, 1))
+    return runs
+
+
+# -- the report ------------------------------------------------------------------------------------
+
+
+class ItemResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    index: int  # position in the evaluated item list
+    category: str
+    lang: str
+    seed: int
+    caption: str
+    passed: bool
+    detail: dict = Field(default_factory=dict)
+
+
+class CategoryScore(BaseModel):
+    category: str
+    n: int  # images per language
+    by_lang: dict[str, float]  # pass rate per language
+    zh_minus_en: float | None  # None unless both languages ran
+    both_pass: float | None  # share of (item, seed) where the en and the zh image both pass
+    agree: float | None  # share where both pass or both fail
+
+
+class EvalReport(BaseModel):
+    model: str
+    steps: int | None
+    guidance: float | None
+    turbo: bool
+    seeds: list[int]
+    langs: list[str]
+    classifier_heldout_accuracy: float | None
+    categories: list[CategoryScore]
+    items: list[ItemResult]
+
+    def score(self, category: str, lang: str) -> float:
+        for c in self.categories:
+            if c.category == category:
+                return c.by_lang[lang]
+        raise KeyError(category)
+
+    def mean(self, lang: str) -> float:
+        """Macro average over categories (each category weighs the same)."""
+        vals = [c.by_lang[lang] for c in self.categories]
+        return sum(vals) / len(vals) if vals else 0.0
+
+    def table(self) -> str:
+        """Category × language pass rates, plus the zh−en gap and zh/en agreement."""
+        both = len(self.langs) == 2
+        head = ["category", "n", *self.langs] + (["zh-en", "both pass", "agree"] if both else [])
+        rows = []
+        for c in self.categories:
+            row = [c.category, str(c.n), *(f"{c.by_lang[lang]:.3f}" for lang in self.langs)]
+            if both:
+                row += [f"{c.zh_minus_en:+.3f}", f"{c.both_pass:.3f}", f"{c.agree:.3f}"]
+            rows.append(row)
+        mean = ["mean", "", *(f"{self.mean(lang):.3f}" for lang in self.langs)]
+        if both:
+            mean += [f"{self.mean('zh') - self.mean('en'):+.3f}", "", ""]
+        rows.append(mean)
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        fmt = lambda r: "| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |"  # noqa: E731
+        sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+        title = (f"model {self.model}, steps {self.steps}, guidance {self.guidance}, turbo {self.turbo}, "
+                 f"seeds {self.seeds}; classifier held-out accuracy {self.classifier_heldout_accuracy}")
+        return "\n".join([title, "", fmt(head), sep, *map(fmt, rows)])
+
+    def save_json(self, path: Path | str) -> None:
+        Path(path).write_text(self.model_dump_json(indent=1), encoding="utf-8")
+
+
+def summarise(items: list[ItemResult], langs: Sequence[str]) -> list[CategoryScore]:
+    by: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    pairs: dict[str, dict[tuple[int, int], dict[str, bool]]] = defaultdict(lambda: defaultdict(dict))
+    for r in items:
+        by[(r.category, r.lang)].append(r.passed)
+        pairs[r.category][(r.index, r.seed)][r.lang] = r.passed
+    out = []
+    for cat in [c for c in EVAL_CATEGORIES if any(r.category == c for r in items)]:
+        rates = {lang: sum(by[(cat, lang)]) / max(1, len(by[(cat, lang)])) for lang in langs}
+        gap = both = agree = None
+        if set(langs) >= {"en", "zh"}:
+            ps = [p for p in pairs[cat].values() if "en" in p and "zh" in p]
+            gap = rates["zh"] - rates["en"]
+            both = sum(p["en"] and p["zh"] for p in ps) / max(1, len(ps))
+            agree = sum(p["en"] == p["zh"] for p in ps) / max(1, len(ps))
+        out.append(CategoryScore(category=cat, n=len(by[(cat, langs[0])]), by_lang=rates, zh_minus_en=gap,
+                                 both_pass=both, agree=agree))
+    return out
+
+
+# -- evaluate ------------------------------------------------------------------------------------
+
+
+def _source_for(model_name_or_runner, steps, guidance, turbo) -> ImageSource:
+    if hasattr(model_name_or_runner, "images"):
+        return model_name_or_runner
+    if hasattr(model_name_or_runner, "run") and hasattr(model_name_or_runner, "registry"):
+        return RunnerSource(model_name_or_runner, None, steps, guidance, turbo)
+    if model_name_or_runner is None or isinstance(model_name_or_runner, str):
+        from zaoxiang.engine.registry import ModelRegistry, builtin_entry
+        from zaoxiang.engine.runner import Runner
+
+        name = model_name_or_runner
+        if name is not None and (Path(name) / "config.json").is_file():  # a built-in weights folder
+            entry = builtin_entry(Path(name))
+            registry = ModelRegistry([entry])
+            name = entry.name
+        else:
+            registry = ModelRegistry.discover([name] if name and Path(name).is_dir() else [])
+            name = Path(name).resolve().name if name and Path(name).is_dir() else name
+        return RunnerSource(Runner(registry), name, steps, guidance, turbo)
+    raise InvalidRequest(f"cannot evaluate {type(model_name_or_runner).__name__}: pass a model name, a Runner "
+                         "or an ImageSource", field="model")
+
+
+def evaluate(
+    model_name_or_runner,
+    items: Sequence[EvalItem],
+    steps: int | None,
+    guidance: float | None,
+    seeds: Sequence[int],
+    langs: Sequence[str] = LANGS,
+    turbo: bool = False,
+    *,
+    scorer=None,
+    sheet: Path | str | None = None,
+    sheet_items: int = 24,
+    json_path: Path | str | None = None,
+    on_item: Callable[[int, int], None] | None = None,
+) -> EvalReport:
+    """Generate every item in every language for every seed, score each image, summarise.
+
+    ``model_name_or_runner``: a registered model name, a built-in weights folder, a diffusers
+    folder, a ``Runner`` (uses its default model) or any ``ImageSource``. ``scorer`` defaults to
+    ``Scorer(ObjectClassifier.load())``. ``sheet`` / ``json_path`` write a contact sheet PNG of the
+    first ``sheet_items`` items (first seed, every language) and the full report.
+    """
+    if not items:
+        raise InvalidRequest("no evaluation items", field="items")
+    if not seeds:
+        raise InvalidRequest("at least one seed is needed", field="seeds")
+    bad = [lang for lang in langs if lang not in LANGS]
+    if bad or not langs or len(set(langs)) != len(langs):
+        raise InvalidRequest(f"langs must be distinct values of {LANGS}, got {list(langs)}", field="langs")
+    if scorer is None:
+        from zaoxiang.training.eval.classifier import ObjectClassifier
+        from zaoxiang.training.eval.scoring import Scorer
+
+        scorer = Scorer(ObjectClassifier.load())
+    source = _source_for(model_name_or_runner, steps, guidance, turbo)
+
+    results: list[ItemResult] = []
+    tiles: list[tuple[Image.Image, str, bool]] = []
+    for index, item in enumerate(items):
+        for lang in langs:
+            prompt = item.caption_en if lang == "en" else item.caption_zh
+            images = source.images(item, lang, prompt, list(seeds))
+            for seed, image in zip(seeds, images):
+                s = scorer.score(image, item)
+                results.append(ItemResult(index=index, category=item.category, lang=lang, seed=seed, caption=prompt,
+                                          passed=s.passed, detail=s.detail))
+            if sheet is not None and index < sheet_items:
+                tiles.append((images[0], f"[{item.category}] {prompt}", results[-len(images)].passed))
+        if on_item is not None:
+            on_item(index + 1, len(items))
+
+    report = EvalReport(
+        model=source.name, steps=steps, guidance=guidance, turbo=turbo, seeds=list(seeds), langs=list(langs),
+        classifier_heldout_accuracy=getattr(getattr(scorer, "classifier", None), "heldout_accuracy", None),
+        categories=summarise(results, langs), items=results,
+    )
+    if json_path is not None:
+        report.save_json(json_path)
+    if sheet is not None:
+        contact_sheet(tiles, sheet, cols=2 * len(langs))
+    return report
+
+
+def contact_sheet(tiles: list[tuple[Image.Image, str, bool]], path: Path | str, cols: int = 4, tile: int = 192) -> None:
+    """A PNG grid: each image with its caption under it (✓/✗ = scorer verdict)."""
+    if not tiles:
+        return
+    font = ImageFont.truetype(str(_FONT), 13) if _FONT.is_file() else ImageFont.load_default()
+    text_h = 58
+    rows = (len(tiles) + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * tile, rows * (tile + text_h)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (img, caption, passed) in enumerate(tiles):
+        x, y = (i % cols) * tile, (i // cols) * (tile + text_h)
+        sheet.paste(img.convert("RGB").resize((tile - 8, tile - 8), Image.Resampling.LANCZOS), (x + 4, y + 4))
+        lines = _wrap(draw, ("PASS " if passed else "FAIL ") + caption, font, tile - 8)[:3]
+        for j, line in enumerate(lines):
+            draw.text((x + 4, y + tile + j * 18), line, font=font, fill=(0, 110, 0) if passed and j == 0 else (20, 20, 20))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
+    # Character-wise wrapping: Chinese captions have no spaces to break at.
+    lines, cur = [], ""
+    for ch in text:
+        if draw.textlength(cur + ch, font=font) > width:
+            lines.append(cur)
+            cur = ch
+        else:
+            cur += ch
+    return lines + [cur] if cur else lines
+
+
+def dump_table_json(report: EvalReport) -> str:
+    """The summary without per-item rows (for logs and bench files)."""
+    return json.dumps(report.model_dump(exclude={"items"}), ensure_ascii=False, indent=1)
