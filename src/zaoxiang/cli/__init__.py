@@ -13,12 +13,15 @@ from zaoxiang.errors import ZaoxiangError
 # Subcommand modules under zaoxiang.cli, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "generate",
+    "edit",
     "models",
     "verify",
     "data",
     "serve",
+    "worker",
     "keys",
     "train",
+    "eval",
     "tiny",
 )
 
