@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from zaoxiang.paths import default_data_dir
 from zaoxiang.protocol import Limits
 from zaoxiang.safety.settings import SafetySettings
+from zaoxiang.service.scale_settings import CanaryMode, RedisSettings, S3Settings
 
 MemoryMode = Literal["auto", "none", "vae_tiling", "model_offload", "sequential_offload"]
 
@@ -50,7 +51,19 @@ class ServiceSettings(BaseModel):
     # "auto": keys optional on a loopback bind, required on any other; "required": always.
     auth: AuthMode = "auto"
     queue_backend: Literal["sqlite"] = "sqlite"
-    store_backend: Literal["local"] = "local"
+    store_backend: Literal["local", "s3"] = "local"
+    # "embedded": one process, SQLite + local disk. "redis": stateless API servers and
+    # `zaoxiang worker` processes around Redis (see docs/operations.md).
+    backend: Literal["embedded", "redis"] = "embedded"
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    # backend=redis: also run a worker inside the API process (`zaoxiang serve --with-worker`).
+    with_worker: bool = False
+    # Canary routing: alias -> [(model, weight), ...]; a request for the alias goes to one of the
+    # models in proportion to the weights. "hash": the same request always lands on the same
+    # model; "random": every request draws.
+    canary: dict[str, list[tuple[str, float]]] = Field(default_factory=dict)
+    canary_mode: CanaryMode = "hash"
     max_queued: int = Field(default=1000, ge=1)
     # A job running when the process died is retried until it has run this many times.
     max_attempts: int = Field(default=2, ge=1, le=10)

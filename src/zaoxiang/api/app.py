@@ -20,13 +20,9 @@ from zaoxiang.api.errors import BodyLimitMiddleware, install_error_handlers
 from zaoxiang.engine.registry import ModelRegistry
 from zaoxiang.engine.runner import Runner
 from zaoxiang.service.auth import Authenticator, KeyStore, is_loopback, load_or_create_secret
-from zaoxiang.service.cache import SqliteResultCache
+from zaoxiang.service.backends import build_backends, canary_router, shared_secret, worker_agent, worker_name
 from zaoxiang.service.core import DataPaths, Service
-from zaoxiang.service.events import LocalEventBus
 from zaoxiang.service.gate import Gate, default_gate
-from zaoxiang.service.queue.sqlite import SqliteJobQueue
-from zaoxiang.service.ratelimit import TokenBucketLimiter
-from zaoxiang.service.store.local import LocalImageStore
 from zaoxiang.service.webhooks import WebhookSender
 from zaoxiang.settings import Settings
 
@@ -59,17 +55,19 @@ def keys_required(settings: Settings) -> bool:
 def build_service(settings: Settings, runner: Runner, gate: Gate) -> tuple[Service, bytes]:
     s = settings.service
     paths = DataPaths(Path(settings.data_dir).expanduser())
-    store = LocalImageStore(paths.images)
-    queue = SqliteJobQueue(paths.db, max_queued=s.max_queued)
+    # backend=redis: an API-only server unless asked to run a worker too (`serve --with-worker`).
+    run_worker = s.backend == "embedded" or s.with_worker
+    consumer = worker_name(str(runner.policy.device)) if s.backend == "redis" and run_worker else None
+    b = build_backends(settings, paths.db, paths.images, runner.registry, consumer=consumer, warm=runner.warm_models)
     webhook_secret = s.webhook_secret.encode() if s.webhook_secret else load_or_create_secret(paths.webhook_secret)
     service = Service(
         runner=runner,
-        queue=queue,
-        store=store,
-        cache=SqliteResultCache(paths.db, store),
-        bus=LocalEventBus(),
+        queue=b.queue,
+        store=b.store,
+        cache=b.cache,
+        bus=b.bus,
         auth=Authenticator(KeyStore(paths.keys), required=keys_required(settings)),
-        limiter=TokenBucketLimiter(s.rate_per_minute / 60.0, s.rate_burst),
+        limiter=b.limiter,
         gate=gate,
         webhooks=WebhookSender(webhook_secret, s.webhook_attempts, s.webhook_backoff_s, s.webhook_timeout_s),
         limits=settings.limits.to_limits(),
@@ -77,8 +75,10 @@ def build_service(settings: Settings, runner: Runner, gate: Gate) -> tuple[Servi
         previews=s.previews,
         max_attempts=s.max_attempts,
         cleanup_interval_s=s.cleanup_interval_s,
+        run_worker=run_worker,
+        router=canary_router(settings, runner.registry),
     )
-    return service, load_or_create_secret(paths.secret)
+    return service, shared_secret(b, paths.secret)
 
 
 def create_app(settings: Settings, runner: Runner | None = None, gate: Gate | None = None) -> FastAPI:
@@ -87,11 +87,14 @@ def create_app(settings: Settings, runner: Runner | None = None, gate: Gate | No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.start(asyncio.get_running_loop())
+        agent = worker_agent(service, settings)
         try:
             yield
         finally:
             # The worker stops within one step; a job it was running goes back to the queue.
             await asyncio.to_thread(service.stop)
+            if agent is not None:
+                agent.stop()
 
     app = FastAPI(
         title="zaoxiang",

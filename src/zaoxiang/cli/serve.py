@@ -23,6 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="turn off the prompt filter, image check, watermark and audit log (on by default)",
     )
+    p.add_argument(
+        "--with-worker",
+        action="store_true",
+        help="backend=redis: also run a worker in this process (default: API only; workers are `zaoxiang worker`)",
+    )
     add_model_flags(p)
     p.set_defaults(func=run)
 
@@ -32,6 +37,8 @@ def settings_for(args: argparse.Namespace) -> Settings:
     service = settings.service.model_copy(
         update={k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     )
+    if getattr(args, "with_worker", False):
+        service = service.model_copy(update={"with_worker": True})
     update: dict[str, object] = {"service": service, "models": list(settings.models) + list(args.model)}
     if args.data_dir is not None:
         update["data_dir"] = args.data_dir
@@ -50,7 +57,8 @@ def serve(settings: Settings, runner: object | None = None) -> int:
     svc = app.state.service
     host, port = settings.service.host, settings.service.port
     models = ", ".join(e.name for e in svc.runner.registry.list()) or "none"
-    print(f"zaoxiang serving on http://{host}:{port}  (models: {models}; data: {settings.data_dir})", flush=True)
+    mode = "" if svc.run_worker else "; API only, jobs run on `zaoxiang worker` processes"
+    print(f"zaoxiang serving on http://{host}:{port}  (models: {models}; data: {settings.data_dir}{mode})", flush=True)
     if keys_required(settings) and not svc.auth.keys.any_active():
         print("warning: API keys are required on this address and none exist; create one with `zaoxiang keys create`")
     uvicorn.run(app, host=host, port=port, log_level="info" if log.isEnabledFor(logging.INFO) else "warning")

@@ -17,6 +17,7 @@ from zaoxiang.engine.runner import Runner
 from zaoxiang.protocol import GenerationRequest, Limits
 from zaoxiang.service.auth import Authenticator
 from zaoxiang.service.cache import ResultCache, request_key
+from zaoxiang.service.canary import CanaryRouter
 from zaoxiang.service.events import EventBus, JobEvent
 from zaoxiang.service.exceptions import ImageNotFound, JobNotFound
 from zaoxiang.service.gate import Gate
@@ -67,8 +68,13 @@ class Service:
         previews: bool = True,
         max_attempts: int = 2,
         cleanup_interval_s: float = 3600.0,
+        run_worker: bool = True,
+        router: CanaryRouter | None = None,
     ) -> None:
         self.runner = runner
+        # False for an API-only server of the Redis backend: `zaoxiang worker` processes run jobs.
+        self.run_worker = run_worker
+        self.router = router
         self.queue = queue
         self.store = store
         self.cache = cache
@@ -103,14 +109,15 @@ class Service:
         rec = self.queue.recover(self.max_attempts)
         if rec.requeued or rec.failed:
             log.warning("recovered after a crash: %d jobs requeued, %d failed", len(rec.requeued), len(rec.failed))
-        self.worker.start()
+        if self.run_worker:
+            self.worker.start()
 
     def stop(self) -> None:
         self.worker.stop()
         self.webhooks.cancel_all()
 
     def ready(self) -> tuple[bool, str]:
-        if not self.worker.alive():
+        if self.run_worker and not self.worker.alive():
             return False, "the worker is not running"
         if not self.runner.registry.list():
             return False, "no model is installed"
@@ -124,20 +131,23 @@ class Service:
 
     def submit(self, request: GenerationRequest, owner: str, webhook: str | None = None) -> tuple[Job, int | None]:
         """Validate, then answer from the cache or queue the job. Returns the job and its position."""
+        routed_from = None
+        if self.router is not None:
+            request, routed_from = self.router.route(request, self.runner.registry.default)
         self.limits.check(request)
         self.runner.registry.get(request.model)  # unknown model → 404 now, not after queueing
         self.gate.check_prompt(request, owner)
         self.limiter.take(owner)
-        hit = self._cached(request, owner, webhook)
+        hit = self._cached(request, owner, webhook, routed_from)
         if hit is not None:
             return hit, None
-        job = Job(id=new_job_id(), owner=owner, request=request, webhook=webhook)
+        job = Job(id=new_job_id(), owner=owner, request=request, webhook=webhook, routed_from=routed_from)
         position = self.queue.submit(job)
         self.bus.publish(JobEvent(type="queued", job_id=job.id, queue_position=position))
         self.worker.notify()
         return job, position
 
-    def _cached(self, request: GenerationRequest, owner: str, webhook: str | None) -> Job | None:
+    def _cached(self, request: GenerationRequest, owner: str, webhook: str | None, routed_from: str | None = None) -> Job | None:
         """A seeded request whose result is stored finishes at once, without queueing.
 
         Filling the model's defaults needs the pipeline's ``defaults``; the API side never loads a
@@ -173,6 +183,7 @@ class Service:
             cache_hit=True,
             images=images,
             model_revision=revision,
+            routed_from=routed_from,
         )
         self.queue.insert_finished(job)
         self._on_finished(job)

@@ -67,6 +67,8 @@ class Job(BaseModel):
     error: JobError | None = None
     images: list[StoredImage] = Field(default_factory=list)
     model_revision: str | None = None
+    # The canary alias the request named when routing replaced its model (request.model).
+    routed_from: str | None = None
     timings: dict[str, float] = Field(default_factory=dict)
 
 

@@ -180,7 +180,9 @@ class Worker:
         entry = self.runner.registry.get(job.request.model)
         pipe, _ = self.runner.load(entry.name)
         self.known_defaults[entry.name] = pipe.defaults
-        resolved = self.runner.resolve(job.request, pipe)
+        # A retried job keeps the seed its first attempt drew, so a second execution (a worker
+        # presumed dead) makes the same bytes: the same content-addressed images, not new ones.
+        resolved = self.runner.resolve(job.resolved or job.request, pipe)
         revision = self.runner.registry.revision(entry)
         self.queue.set_resolved(job.id, resolved, revision)
         key = request_key(resolved, revision, self.runner.policy.dtype_name)
