@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from zaoxiang.errors import InvalidRequest
 
@@ -46,6 +46,74 @@ class LoraRef(BaseModel):
     scale: float = Field(default=1.0, ge=-4.0, le=4.0)
 
 
+EditMode = Literal["img2img", "inpaint", "outpaint"]
+UPSCALE_FACTORS = (2, 4)
+# A content hash (sha256 hex) of bytes already in the image store: edit inputs travel by key, never
+# as paths or raw bytes inside the request.
+_CONTENT_KEY = r"^[0-9a-f]{64}$"
+# Strength when a request leaves it out: img2img keeps the composition; inpaint/outpaint redraw fully.
+DEFAULT_STRENGTH: dict[str, float] = {"img2img": 0.75, "inpaint": 1.0, "outpaint": 1.0}
+MAX_MASK_BLUR = 64
+
+
+class OutpaintPads(BaseModel):
+    """Pixels added on each side of the input image (multiples of 16, so the canvas stays valid)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    left: int = Field(default=0, ge=0, le=4096)
+    right: int = Field(default=0, ge=0, le=4096)
+    top: int = Field(default=0, ge=0, le=4096)
+    bottom: int = Field(default=0, ge=0, le=4096)
+
+    @field_validator("left", "right", "top", "bottom")
+    @classmethod
+    def _multiple_of_16(cls, v: int) -> int:
+        if v % SIZE_MULTIPLE:
+            raise ValueError(f"must be a multiple of {SIZE_MULTIPLE} (got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _grows(self) -> "OutpaintPads":
+        if not (self.left or self.right or self.top or self.bottom):
+            raise ValueError("outpaint needs at least one side to grow")
+        return self
+
+
+class EditSpec(BaseModel):
+    """What to edit: an input image (and mask) by content key, and how.
+
+    ``image`` and ``mask`` are keys of normalised PNGs in the image store (see
+    ``zaoxiang.engine.edit_inputs``); the mask is white where the model repaints. ``strength`` None
+    takes the mode's default (:data:`DEFAULT_STRENGTH`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: EditMode
+    image: str = Field(pattern=_CONTENT_KEY)
+    mask: str | None = Field(default=None, pattern=_CONTENT_KEY)
+    strength: float | None = Field(default=None, ge=0.0, le=1.0)
+    outpaint: OutpaintPads | None = None
+    mask_blur: int = Field(default=8, ge=0, le=MAX_MASK_BLUR)
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> "EditSpec":
+        if self.mode == "inpaint" and self.mask is None:
+            raise ValueError("inpaint needs a mask")
+        if self.mode != "inpaint" and self.mask is not None:
+            raise ValueError(f"{self.mode} takes no mask")
+        if self.mode == "outpaint" and self.outpaint is None:
+            raise ValueError("outpaint needs outpaint amounts (left, right, top, bottom)")
+        if self.mode != "outpaint" and self.outpaint is not None:
+            raise ValueError(f"{self.mode} takes no outpaint amounts")
+        return self
+
+    @property
+    def effective_strength(self) -> float:
+        return DEFAULT_STRENGTH[self.mode] if self.strength is None else self.strength
+
+
 class GenerationRequest(BaseModel):
     """One text-to-image request. ``None`` fields take the model's defaults when resolved."""
 
@@ -64,6 +132,17 @@ class GenerationRequest(BaseModel):
     output_format: OutputFormat = "png"
     loras: tuple[LoraRef, ...] = ()
     turbo: bool = False
+    # An image edit instead of plain text-to-image; width/height are then the output canvas size.
+    edit: EditSpec | None = None
+    # Real-ESRGAN upscale factor applied to every output image (None: no upscaling).
+    upscale: int | None = None
+
+    @field_validator("upscale")
+    @classmethod
+    def _upscale_factor(cls, v: int | None) -> int | None:
+        if v is not None and v not in UPSCALE_FACTORS:
+            raise ValueError(f"must be one of {', '.join(map(str, UPSCALE_FACTORS))} (got {v})")
+        return v
 
     @field_validator("prompt")
     @classmethod
@@ -88,6 +167,11 @@ class GenerationRequest(BaseModel):
         if not self.is_resolved():
             raise ValueError("cache_key needs a resolved request (seed, size, steps, guidance, model)")
         payload = self.model_dump(exclude={"output_format"})
+        # Fields added later are left out while unset, so keys of older requests stay valid. The
+        # edit part carries the input image/mask content hashes, so the key covers their pixels.
+        for name in ("edit", "upscale"):
+            if payload[name] is None:
+                del payload[name]
         payload["model_revision"] = model_revision
         payload["dtype"] = dtype
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

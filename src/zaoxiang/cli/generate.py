@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("-n", type=int, default=1, help="number of images (seeds seed, seed+1, ...)")
     p.add_argument("--format", choices=sorted(_SUFFIX), default="png")
+    p.add_argument("--upscale", type=int, choices=[2, 4], help="Real-ESRGAN upscale of every image (x2 or x4)")
     p.add_argument("-o", "--output", default=".", metavar="FILE|DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_flags(p)
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
                 "n": args.n,
                 "model": model_name,
                 "output_format": args.format,
+                "upscale": getattr(args, "upscale", None),
             }.items()
             if v is not None
         },

@@ -23,7 +23,7 @@ import torch
 from zaoxiang.engine.pipelines.base import LoadedPipeline, PhaseTimer, RunContext
 from zaoxiang.engine.precision import PrecisionPolicy, resolve_device
 from zaoxiang.engine.registry import ModelEntry, ModelRegistry
-from zaoxiang.errors import Cancelled, ModelLoadError, ZaoxiangError
+from zaoxiang.errors import Cancelled, InvalidRequest, ModelLoadError, ZaoxiangError
 from zaoxiang.protocol import GenerationRequest, GenerationResult, Limits, ModelIdentity, ProgressEvent
 from zaoxiang.settings import EngineSettings
 
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 Loader = Callable[[ModelEntry, PrecisionPolicy, EngineSettings], LoadedPipeline]
 ProgressFn = Callable[[ProgressEvent], None]
+InputsFn = Callable[[str], bytes]  # content key of a stored edit input -> its bytes
 
 # Random seeds stay below 2**32 so every client (JavaScript included) can show them exactly.
 RANDOM_SEED_LIMIT = 2**32
@@ -62,6 +63,7 @@ class Runner:
         self._loader = loader
         self._warm: OrderedDict[str, tuple[LoadedPipeline, float]] = OrderedDict()
         self._lock = threading.Lock()
+        self._upscalers: dict[int, object] = {}  # factor -> warm Real-ESRGAN upscaler
 
     # -- models ---------------------------------------------------------------------------------
 
@@ -115,6 +117,12 @@ class Runner:
             }
         )
         self.limits.check(resolved)
+        if resolved.edit is not None:
+            from zaoxiang.engine.editing import check_edit
+
+            if resolved.edit.mode not in pipe.edit_modes:
+                raise InvalidRequest(f"model {entry.name!r} cannot run {resolved.edit.mode} edits", field="edit.mode")
+            check_edit(resolved)
         pipe.validate(resolved)
         return resolved
 
@@ -124,8 +132,10 @@ class Runner:
         on_progress: ProgressFn | None = None,
         cancel: threading.Event | None = None,
         previews: bool = False,
+        inputs: InputsFn | None = None,
     ) -> GenerationResult:
-        """Run one request to completion, or raise Cancelled / a ZaoxiangError."""
+        """Run one request to completion, or raise Cancelled / a ZaoxiangError. ``inputs`` reads
+        the stored image/mask of an edit request by content key."""
         with self._lock:
             start = time.perf_counter()
             if cancel is not None and cancel.is_set():
@@ -152,8 +162,14 @@ class Runner:
                 timer=timer,
                 memory_mode=self.settings.memory_mode,
                 vae_tiling_pixels=self.settings.vae_tiling_pixels,
+                inputs=inputs,
             )
             images = pipe.generate(ctx)
+            extras: dict[str, float] = {}
+            if resolved.upscale:
+                up_start = time.perf_counter()
+                images = self.upscaler(resolved.upscale).upscale_images(images)
+                extras["upscale_s"] = round(time.perf_counter() - up_start, 4)
             total_s = time.perf_counter() - start
             return GenerationResult(
                 images=images,
@@ -163,7 +179,16 @@ class Runner:
                 timings=timer.timings(load_s=load_s, total_s=total_s),
                 dtype=self.policy.dtype_name,
                 device=str(self.policy.device),
+                extras={"timings_extra": extras} if extras else {},
             )
+
+    def upscaler(self, factor: int):
+        """The warm Real-ESRGAN upscaler for ``factor`` (loaded on first use, on this device)."""
+        if factor not in self._upscalers:
+            from zaoxiang.engine.upscale import load_upscaler
+
+            self._upscalers[factor] = load_upscaler(factor, self.policy)
+        return self._upscalers[factor]
 
 
 def _png(image: object | None) -> bytes | None:

@@ -196,7 +196,9 @@ class Worker:
                 self.current.step, self.current.total, self.current.preview = ev.step, ev.total, ev.preview
             self.bus.publish(JobEvent.progress(job.id, ev.step, ev.total, ev.preview))
 
-        result = self.runner.run(resolved, on_progress=on_progress, cancel=cancel, previews=self.previews)
+        result = self.runner.run(
+            resolved, on_progress=on_progress, cancel=cancel, previews=self.previews, inputs=self.store.get
+        )
         images = self.gate.check_images(list(result.images), result.request, job.id)
         stored: list[StoredImage] = []
         for i, image in enumerate(images):

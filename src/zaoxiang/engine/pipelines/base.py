@@ -69,6 +69,8 @@ class RunContext:
     timer: PhaseTimer
     memory_mode: str = "auto"
     vae_tiling_pixels: int = 1536 * 1536
+    # Reads a stored edit input (image/mask) by content key; None where the caller has no store.
+    inputs: Callable[[str], bytes] | None = None
 
 
 class LoadedPipeline(ABC):
@@ -76,6 +78,8 @@ class LoadedPipeline(ABC):
 
     identity: ModelIdentity
     defaults: ModelDefaults
+    # Edit modes (img2img / inpaint / outpaint) this pipeline runs; the runner refuses the others.
+    edit_modes: frozenset[str] = frozenset()
 
     def validate(self, request: GenerationRequest) -> None:
         """Family-specific checks beyond the global ones (raise InvalidRequest naming the field)."""

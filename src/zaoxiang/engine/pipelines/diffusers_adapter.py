@@ -20,11 +20,13 @@ Family differences (sizes, guidance, encoding, latent scaling, defaults) live in
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 from typing import Any
 
 import torch
 
+from zaoxiang.engine.editing import EditPlan, plan_edit
 from zaoxiang.engine.memory import MemoryPlan, decode_with_memory_plan, place_pipeline, plan_memory
 from zaoxiang.engine.pipelines.base import LoadedPipeline, ModelDefaults, RunContext
 from zaoxiang.engine.pipelines.families import FamilySpec, family_spec, scheduler_overrides
@@ -61,6 +63,8 @@ def load_diffusers_pipeline(entry: ModelEntry, policy: PrecisionPolicy, settings
 
 
 class DiffusersPipeline(LoadedPipeline):
+    edit_modes = frozenset({"img2img", "inpaint", "outpaint"})
+
     def __init__(
         self,
         pipe: Any,
@@ -81,6 +85,7 @@ class DiffusersPipeline(LoadedPipeline):
         self._scheduler = pipe.scheduler
         self._scheduler_config = copy.deepcopy(dict(pipe.scheduler.config))
         self._size: tuple[int, int] | None = None  # (height, width) of the run in progress, for previews
+        self._edit_pipes: dict[str, Any] = {}  # "img2img" / "inpaint" -> pipeline sharing self.pipe's modules
 
     # -- checks -----------------------------------------------------------------------------------
 
@@ -93,6 +98,15 @@ class DiffusersPipeline(LoadedPipeline):
                 field="turbo",
             )
         self.spec.check_size(self.pipe, request)
+        if request.edit is not None and request.steps is not None and not self.spec.flow_matching:
+            strength = request.edit.effective_strength
+            # SDXL's get_timesteps rounds steps * strength down; 0 steps would fail inside diffusers.
+            if strength > 0 and int(int(request.steps) * strength) < 1:
+                raise InvalidRequest(
+                    f"strength {strength} with {request.steps} steps runs no denoising step on {self.spec.family}; "
+                    "raise steps or strength (strength 0 returns the input)",
+                    field="edit.strength",
+                )
         self.spec.guidance(self.pipe, request)  # raises on a guidance/negative prompt that would do nothing
         scheduler_overrides(self.spec, self._scheduler_config, request)
 
@@ -106,15 +120,21 @@ class DiffusersPipeline(LoadedPipeline):
         self._size = (height, width)
         device = self.pipe._execution_device
         memory = plan_memory(ctx.memory_mode, self.policy.device, ctx.vae_tiling_pixels)
+        edit = plan_edit(req, ctx.inputs) if req.edit is not None else None
+        if edit is not None and edit.strength == 0.0:
+            return edit.unchanged(len(ctx.seeds))  # no step to run: the input, exactly
         try:
             with ctx.timer.phase("text_encode"), torch.inference_mode():
                 embeds = self.spec.encode(self.pipe, req, plan, device)
             images = []
             for index, seed in enumerate(ctx.seeds):
                 with ctx.timer.phase("denoise"):
-                    latents = self._denoise(ctx, embeds, plan.call_kwargs, seed, index, width, height, steps)
+                    latents = self._denoise(ctx, embeds, plan.call_kwargs, seed, index, width, height, steps, edit)
                 with ctx.timer.phase("decode"):
-                    images.extend(self._decode(latents, width, height, memory))
+                    decoded = self._decode(latents, width, height, memory)
+                if edit is not None:
+                    decoded = [edit.finish(im) for im in decoded]  # composite over the canvas
+                images.extend(decoded)
             return images
         except torch.OutOfMemoryError as exc:
             raise GenerationFailed(
@@ -128,6 +148,8 @@ class DiffusersPipeline(LoadedPipeline):
             raise GenerationFailed(f"the {self.spec.family} pipeline failed: {exc}", code="pipeline_failed") from exc
         finally:
             self.pipe.scheduler = self._scheduler
+            for edit_pipe in self._edit_pipes.values():
+                edit_pipe.scheduler = self._scheduler
 
     def _denoise(
         self,
@@ -139,25 +161,41 @@ class DiffusersPipeline(LoadedPipeline):
         width: int,
         height: int,
         steps: int,
+        edit: EditPlan | None = None,
     ) -> torch.Tensor:
-        self.pipe.scheduler = self._fresh_scheduler(ctx.request)
-        total = steps * len(ctx.seeds)
-        done_before = steps * index
+        pipe = self.pipe if edit is None else self._edit_pipe(edit.mode)
+        pipe.scheduler = self._fresh_scheduler(ctx.request)
+        n = len(ctx.seeds)
 
         def on_step_end(pipe: Any, i: int, t: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            # An edit runs only the tail of the schedule: the pipeline knows how many steps that is.
+            run = int(getattr(pipe, "num_timesteps", None) or steps)
             # Raises Cancelled, which unwinds out of the pipeline's loop: nothing else runs.
-            ctx.step(done_before + i + 1, total, tensors.get("latents"))
+            ctx.step(run * index + i + 1, run * n, tensors.get("latents"))
             return {}
 
+        edit_kwargs: dict[str, Any] = {}
+        if edit is not None:
+            edit_kwargs = {"image": edit.canvas, "strength": edit.strength}
+            if edit.repaint is not None:
+                edit_kwargs["mask_image"] = edit.repaint
         # Generators live on the CPU so a seed gives the same noise on every device kind.
         generator = torch.Generator("cpu").manual_seed(seed)
+        call_kwargs = {
+            **embeds,
+            **guidance_kwargs,
+            **self.spec.call_kwargs(self.pipe),
+            **edit_kwargs,
+            "height": height,
+            "width": width,
+        }
+        if edit is not None:
+            # SDXL's img2img takes its size from the image; keep only what this __call__ accepts.
+            accepted = inspect.signature(pipe.__call__).parameters
+            call_kwargs = {k: v for k, v in call_kwargs.items() if k in accepted}
         with torch.inference_mode():
-            out = self.pipe(
-                **embeds,
-                **guidance_kwargs,
-                **self.spec.call_kwargs(self.pipe),
-                height=height,
-                width=width,
+            out = pipe(
+                **call_kwargs,
                 num_inference_steps=steps,
                 generator=generator,
                 output_type="latent",
@@ -166,6 +204,21 @@ class DiffusersPipeline(LoadedPipeline):
                 return_dict=False,
             )
         return out[0]
+
+    def _edit_pipe(self, mode: str) -> Any:
+        """The family's dedicated img2img or inpaint pipeline (outpaint = inpaint on the padded
+        canvas), built once from the loaded modules with ``from_pipe``: no weights are reloaded."""
+        kind = "img2img" if mode == "img2img" else "inpaint"
+        if kind not in self._edit_pipes:
+            import diffusers
+
+            name = self.spec.edit_pipelines[kind]
+            cls = getattr(diffusers, name)
+            extra = {"add_watermarker": False} if self.spec.family == "sdxl" else {}
+            edit_pipe = cls.from_pipe(self.pipe, **extra)
+            edit_pipe.set_progress_bar_config(disable=True)
+            self._edit_pipes[kind] = edit_pipe
+        return self._edit_pipes[kind]
 
     def _fresh_scheduler(self, request: GenerationRequest) -> Any:
         overrides = scheduler_overrides(self.spec, self._scheduler_config, request)
@@ -229,3 +282,4 @@ class DiffusersPipeline(LoadedPipeline):
             self.pipe.remove_all_hooks()
         self.pipe.to("cpu")
         self.pipe = None
+        self._edit_pipes.clear()

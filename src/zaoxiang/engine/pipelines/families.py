@@ -17,7 +17,7 @@ Each :class:`FamilySpec` answers, for one family, the questions the adapter asks
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable
@@ -55,6 +55,10 @@ class FamilySpec:
     # ``vae.decode`` output -> images (B, C, H, W)
     from_vae_output: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
     call_kwargs: Callable[[Any], dict[str, Any]] = lambda pipe: {}
+    # diffusers' dedicated edit pipelines, built with ``from_pipe`` from the loaded modules. Every
+    # family we run has both in diffusers 0.42.1, so none needs the generic latent blending of
+    # ``zaoxiang.engine.editing`` (the built-in model uses that). Outpaint runs the inpaint one.
+    edit_pipelines: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def size_rule(self, pipe: Any) -> tuple[int, int | None]:
         """(multiple, max_side or None) in pixels for this loaded pipeline."""
@@ -252,31 +256,45 @@ def _sdxl_to_vae(pipe: Any, latents: torch.Tensor, height: int, width: int) -> t
     return latents / cfg.scaling_factor
 
 
+def _edits(img2img: str, inpaint: str) -> MappingProxyType[str, str]:
+    return MappingProxyType({"img2img": img2img, "inpaint": inpaint})
+
+
 FAMILIES: MappingProxyType[str, FamilySpec] = MappingProxyType(
     {
         "flux": FamilySpec(
-            "flux", patch=2, max_side_from_pos_embed=False, flow_matching=True, defaults=_flux_defaults,
+            "flux",
+            edit_pipelines=_edits("FluxImg2ImgPipeline", "FluxInpaintPipeline"),
+            patch=2, max_side_from_pos_embed=False, flow_matching=True, defaults=_flux_defaults,
             guidance=_flux_guidance, encode=_flux_encode, to_vae_input=_flux_to_vae,
             call_kwargs=lambda pipe: {"max_sequence_length": _flux_max_len(pipe)},
         ),
         "qwen-image": FamilySpec(
-            "qwen-image", patch=2, max_side_from_pos_embed=False, flow_matching=True,
+            "qwen-image",
+            edit_pipelines=_edits("QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline"),
+            patch=2, max_side_from_pos_embed=False, flow_matching=True,
             # Model card: 50 steps, true CFG 4, and 1328x1328 as the recommended 1:1 size.
             defaults=lambda pipe, path: ModelDefaults(1328, 1328, 50, 4.0),
             guidance=_qwen_guidance, encode=_qwen_encode, to_vae_input=_qwen_to_vae,
             from_vae_output=lambda x: x[:, :, 0],  # (B, C, T=1, H, W) -> (B, C, H, W)
         ),
         "z-image": FamilySpec(
-            "z-image", patch=2, max_side_from_pos_embed=False, flow_matching=True, defaults=_z_image_defaults,
+            "z-image",
+            edit_pipelines=_edits("ZImageImg2ImgPipeline", "ZImageInpaintPipeline"),
+            patch=2, max_side_from_pos_embed=False, flow_matching=True, defaults=_z_image_defaults,
             guidance=_z_image_guidance, encode=_z_image_encode, to_vae_input=_shift_scale_to_vae,
         ),
         "sd3": FamilySpec(
-            "sd3", patch=None, max_side_from_pos_embed=True, flow_matching=True,
+            "sd3",
+            edit_pipelines=_edits("StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline"),
+            patch=None, max_side_from_pos_embed=True, flow_matching=True,
             defaults=_sd3_defaults,
             guidance=_cfg_guidance("SD3"), encode=_sd3_encode, to_vae_input=_shift_scale_to_vae,
         ),
         "sdxl": FamilySpec(
-            "sdxl", patch=1, max_side_from_pos_embed=False, flow_matching=False,
+            "sdxl",
+            edit_pipelines=_edits("StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"),
+            patch=1, max_side_from_pos_embed=False, flow_matching=False,
             defaults=lambda pipe, path: ModelDefaults(1024, 1024, 30, 5.0),
             guidance=_cfg_guidance("SDXL"), encode=_sdxl_encode, to_vae_input=_sdxl_to_vae,
         ),
