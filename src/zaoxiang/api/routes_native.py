@@ -7,7 +7,7 @@ import json
 from typing import AsyncIterator
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
 from zaoxiang.api.deps import get_owner, get_service, prefer_wait, signature_valid
 from zaoxiang.api.errors import error_response
@@ -169,6 +169,9 @@ def get_image(
         owner = None
     else:
         owner = get_owner(request, authorization, x_api_key)
+    if (url := svc.image_redirect(image_id, owner, request.app.state.settings.service.s3.presign_expires_s)) is not None:
+        # Object storage with presigned URLs: the bytes go from S3 to the client, not through us.
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
     info, data = svc.image(image_id, owner)
     return Response(
         data,

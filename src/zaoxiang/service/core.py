@@ -241,6 +241,14 @@ class Service:
             raise ImageNotFound("no such image", field="id")
         return info, self.store.get(image_id)
 
+    def image_redirect(self, image_id: str, owner: str | None, expires_s: int) -> str | None:
+        """A direct URL to the image in object storage (presigned), when the store gives one and
+        the caller may see the image; None when the API serves the bytes itself."""
+        check_key(image_id)
+        if self.queue.image_visible(image_id, owner) is None:
+            raise ImageNotFound("no such image", field="id")
+        return self.store.public_url(image_id, expires_s)
+
     # -- housekeeping ---------------------------------------------------------------------------
 
     def cleanup(self) -> list[str]:
