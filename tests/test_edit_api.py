@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import httpx
 import numpy as np
@@ -99,3 +100,78 @@ def test_bad_edit_does_not_disturb_the_queue(client):
 
         time.sleep(0.2)
     assert done.json()["status"] == "succeeded"
+
+
+def _rgba_mask(w: int, h: int, box: tuple[int, int, int, int]) -> bytes:
+    """OpenAI mask: opaque everywhere except the transparent box to edit."""
+    m = Image.new("RGBA", (w, h), (0, 0, 0, 255))
+    left, top, right, bottom = box
+    m.paste((0, 0, 0, 0), (left, top, right, bottom))
+    return png(m)
+
+
+def test_openai_client_images_edit_with_a_transparent_mask(live):
+    import openai
+
+    _, key = live.app.state.service.auth.keys.create("openai-edit")
+    with openai.OpenAI(base_url=live.url + "/v1", api_key=key, max_retries=0, timeout=120) as client:
+        res = client.images.edit(
+            model="tiny", image=("in.png", png(IMAGE), "image/png"), mask=("mask.png", _rgba_mask(64, 64, (0, 0, 64, 16)), "image/png"),
+            prompt="a sunny sky", n=2, size="64x64", response_format="b64_json", extra_body={"steps": 2, "seed": 7, "mask_blur": 1},
+        )
+        assert len(res.data) == 2
+        out = np.asarray(Image.open(io.BytesIO(base64.b64decode(res.data[0].b64_json))).convert("RGB"))
+        assert (out[24:] == np.asarray(IMAGE)[24:]).all()  # opaque part of the mask: kept
+        assert (out[:16] != np.asarray(IMAGE)[:16]).mean() > 0.5  # transparent part: edited
+        with pytest.raises(openai.UnprocessableEntityError) as err:
+            client.images.edit(model="tiny", image=("x.png", b"not an image", "image/png"), prompt="x")
+        assert "'field': 'image'" in str(err.value.body)
+        with pytest.raises(openai.UnprocessableEntityError):
+            client.images.edit(model="tiny", image=("in.png", png(IMAGE), "image/png"), mask=("m.png", _rgba_mask(32, 32, (0, 0, 8, 8)), "image/png"), prompt="x")
+
+
+def test_openai_edit_without_mask_is_img2img_or_alpha_inpaint(client):
+    r = client.post("/v1/images/edits", files={"image": ("in.png", png(IMAGE), "image/png")},
+                    data={"prompt": "x", "strength": "0", "steps": "2", "model": "tiny"})
+    assert r.status_code == 200, r.text
+    out = np.asarray(Image.open(io.BytesIO(base64.b64decode(r.json()["data"][0]["b64_json"]))).convert("RGB"))
+    assert (out == np.asarray(IMAGE)).all()  # strength 0 img2img: the input back
+    r = client.post("/v1/images/edits", files={"image": ("in.png", png(IMAGE), "image/png")},
+                    data={"prompt": "x", "size": "128x128"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "size"
+
+
+def test_a1111_img2img_and_inpaint_payloads(client):
+    base = {"prompt": "a tree", "seed": 2, "steps": 2, "cfg_scale": 3.5, "sampler_name": "Euler"}
+    r = client.post("/sdapi/v1/img2img", json={**base, "init_images": [b64(png(IMAGE))], "denoising_strength": 0.5})
+    assert r.status_code == 200, r.text
+    assert json.loads(r.json()["info"])["denoising_strength"] == 0.5
+    mask = box_mask(64, 64, (32, 32, 64, 64))
+    payload = {**base, "init_images": ["data:image/png;base64," + b64(png(IMAGE))], "mask": b64(png(mask)),
+               "denoising_strength": 1.0, "inpainting_fill": 1, "mask_blur": 2, "width": 64, "height": 64,
+               "inpaint_full_res": False, "include_init_images": False}
+    r = client.post("/sdapi/v1/img2img", json=payload)
+    assert r.status_code == 200, r.text
+    out = np.asarray(Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))).convert("RGB"))
+    assert (out[:24, :24] == np.asarray(IMAGE)[:24, :24]).all()
+    # A1111's "just resize": width/height other than the image's resize it (and its mask).
+    r = client.post("/sdapi/v1/img2img", json={**payload, "width": 96, "height": 96})
+    assert r.status_code == 200, r.text
+    assert Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))).size == (96, 96)
+
+
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        ({"init_images": []}, "init_images"),
+        ({"init_images": [b64(b"nope")]}, "init_images"),
+        ({"denoising_strength": 1.5}, "denoising_strength"),
+        ({"mask": b64(png(box_mask(32, 32, (0, 0, 8, 8)))), "width": None}, "mask"),
+        ({"mask": b64(png(box_mask(64, 64, (0, 0, 8, 8)))), "inpainting_fill": 2}, "inpainting_fill"),
+    ],
+)
+def test_a1111_bad_payloads_are_4xx_naming_the_field(client, extra, field):
+    body = {"prompt": "x", "init_images": [b64(png(IMAGE))], **extra}
+    r = client.post("/sdapi/v1/img2img", json={k: v for k, v in body.items() if v is not None})
+    assert 400 <= r.status_code < 500, r.text
+    assert r.json()["error"]["field"] == field, r.json()

@@ -15,7 +15,14 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from zaoxiang import __version__
-from zaoxiang.api import routes_a1111, routes_edit, routes_native, routes_openai
+from zaoxiang.api import (
+    routes_a1111,
+    routes_a1111_edit,
+    routes_edit,
+    routes_native,
+    routes_openai,
+    routes_openai_edit,
+)
 from zaoxiang.api.errors import BodyLimitMiddleware, install_error_handlers
 from zaoxiang.engine.registry import ModelRegistry
 from zaoxiang.engine.runner import Runner
@@ -116,9 +123,11 @@ def create_app(settings: Settings, runner: Runner | None = None, gate: Gate | No
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.service.max_body_bytes)
     app.include_router(routes_openai.router)  # first: /v1/images/generations before /v1/images/{id}
+    app.include_router(routes_openai_edit.router)
     app.include_router(routes_native.router)
     app.include_router(routes_edit.router)
     app.include_router(routes_a1111.router)
+    app.include_router(routes_a1111_edit.router)
     _mount_web(app)
     return app
 
