@@ -22,6 +22,7 @@ from zaoxiang.api import (
     routes_native,
     routes_openai,
     routes_openai_edit,
+    routes_studio,
 )
 from zaoxiang.api.errors import BodyLimitMiddleware, install_error_handlers
 from zaoxiang.engine.registry import ModelRegistry
@@ -128,6 +129,7 @@ def create_app(settings: Settings, runner: Runner | None = None, gate: Gate | No
     app.include_router(routes_edit.router)
     app.include_router(routes_a1111.router)
     app.include_router(routes_a1111_edit.router)
+    app.include_router(routes_studio.router)
     _mount_web(app)
     return app
 

@@ -1,0 +1,155 @@
+// The generation form: reads a GenerationRequest out of the fields and writes one back (recall).
+
+const SIZE_MULTIPLE = 16;
+
+export function sizeFor(ratio, base) {
+  // Keep the pixel count near base², snapped to the model's multiple of 16.
+  const [a, b] = ratio.split(":").map(Number);
+  const snap = (v) => Math.max(64, Math.round(v / SIZE_MULTIPLE) * SIZE_MULTIPLE);
+  const w = Math.sqrt((base * base * a) / b);
+  return { width: snap(w), height: snap((base * base) / w) };
+}
+
+function numberOrNull(input) {
+  const v = input.value.trim();
+  return v === "" ? null : Number(v);
+}
+
+export class GenerateForm {
+  constructor(root, i18n) {
+    this.root = root;
+    this.i18n = i18n;
+    this.models = [];
+    const $ = (id) => root.querySelector(`#${id}`);
+    this.el = {
+      prompt: $("prompt"), negative: $("negative"), model: $("model"), lora: $("lora"), loraScale: $("lora-scale"),
+      loraField: $("lora-field"), loraScaleField: $("lora-scale-field"), base: $("base"), width: $("width"),
+      height: $("height"), steps: $("steps"), guidance: $("guidance"), n: $("n"), seed: $("seed"),
+      seedLock: $("seed-lock"), dice: $("seed-dice"), turbo: $("turbo"), error: $("form-error"),
+    };
+    const el = this.el;
+    for (const radio of root.querySelectorAll('input[name="aspect"]')) {
+      radio.addEventListener("change", () => this.applyAspect());
+    }
+    el.base.addEventListener("change", () => this.applyAspect());
+    for (const input of [el.width, el.height]) {
+      input.addEventListener("input", () => this.syncAspectChip());
+    }
+    el.seedLock.addEventListener("change", () => {
+      el.seed.disabled = !el.seedLock.checked;
+      if (el.seedLock.checked && el.seed.value === "") el.seed.value = randomSeed();
+    });
+    el.dice.addEventListener("click", () => {
+      el.seed.value = randomSeed();
+      el.seedLock.checked = true;
+      el.seed.disabled = false;
+    });
+    el.model.addEventListener("change", () => this.renderLoras());
+  }
+
+  setModels(models) {
+    this.models = models;
+    const el = this.el;
+    const current = el.model.value;
+    el.model.replaceChildren(
+      ...models.map((m) => {
+        const o = new Option(`${m.name} · ${m.family}`, m.id);
+        o.selected = current ? m.id === current : m.default;
+        return o;
+      }),
+    );
+    this.renderLoras();
+  }
+
+  // LoRAs are shown only when /v1/models lists them for the chosen model.
+  renderLoras() {
+    const el = this.el;
+    const model = this.models.find((m) => m.id === el.model.value);
+    const loras = (model && model.loras) || [];
+    el.loraField.hidden = el.loraScaleField.hidden = loras.length === 0;
+    const current = el.lora.value;
+    el.lora.replaceChildren(
+      new Option(this.i18n.t("form.loraNone"), ""),
+      ...loras.map((l) => {
+        const name = typeof l === "string" ? l : l.name || l.id;
+        const o = new Option(name, name);
+        o.selected = name === current;
+        return o;
+      }),
+    );
+  }
+
+  applyAspect() {
+    const chosen = this.root.querySelector('input[name="aspect"]:checked');
+    const ratio = chosen ? chosen.value : "1:1";
+    if (!chosen) this.root.querySelector('input[name="aspect"][value="1:1"]').checked = true;
+    const { width, height } = sizeFor(ratio, Number(this.el.base.value));
+    this.el.width.value = width;
+    this.el.height.value = height;
+  }
+
+  syncAspectChip() {
+    const w = Number(this.el.width.value), h = Number(this.el.height.value);
+    for (const radio of this.root.querySelectorAll('input[name="aspect"]')) {
+      const [a, b] = radio.value.split(":").map(Number);
+      radio.checked = w > 0 && h > 0 && Math.abs(w / h - a / b) < 0.02;
+    }
+  }
+
+  showError(message) {
+    this.el.error.textContent = message || "";
+    this.el.error.hidden = !message;
+  }
+
+  read() {
+    const el = this.el;
+    const req = {
+      prompt: el.prompt.value,
+      negative_prompt: el.negative.value,
+      n: Math.max(1, Number(el.n.value) || 1),
+      turbo: el.turbo.checked,
+    };
+    for (const [name, input] of [["width", el.width], ["height", el.height], ["steps", el.steps], ["guidance", el.guidance]]) {
+      const v = numberOrNull(input);
+      if (v !== null) req[name] = v;
+    }
+    if (el.seedLock.checked && el.seed.value !== "") req.seed = Number(el.seed.value);
+    if (el.model.value) req.model = el.model.value;
+    if (!el.loraField.hidden && el.lora.value) req.loras = [{ name: el.lora.value, scale: Number(el.loraScale.value) || 1 }];
+    return req;
+  }
+
+  // Restore every parameter of a past request (the resolved one: its seed, size and steps).
+  write(req) {
+    const el = this.el;
+    el.prompt.value = req.prompt || "";
+    el.negative.value = req.negative_prompt || "";
+    if (req.model && [...el.model.options].some((o) => o.value === req.model)) el.model.value = req.model;
+    this.renderLoras();
+    const lora = (req.loras || [])[0];
+    el.lora.value = lora ? lora.name : "";
+    el.loraScale.value = lora ? lora.scale : 1;
+    el.width.value = req.width ?? "";
+    el.height.value = req.height ?? "";
+    el.steps.value = req.steps ?? "";
+    el.guidance.value = req.guidance ?? "";
+    el.n.value = req.n || 1;
+    el.turbo.checked = Boolean(req.turbo);
+    const seeded = req.seed !== null && req.seed !== undefined;
+    el.seed.value = seeded ? req.seed : "";
+    el.seedLock.checked = seeded;
+    el.seed.disabled = !seeded;
+    this.syncAspectChip();
+  }
+
+  // After a job with a random seed, show which seed it used (without locking it).
+  showSeed(seed) {
+    if (!this.el.seedLock.checked && seed !== undefined && seed !== null) this.el.seed.value = seed;
+  }
+}
+
+function randomSeed() {
+  const a = new Uint32Array(1);
+  crypto.getRandomValues(a);
+  return a[0];
+}

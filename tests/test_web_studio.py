@@ -1,0 +1,351 @@
+"""The web studio end to end: Debian's Chromium, driven by Playwright, against a real
+``zaoxiang serve`` subprocess with a tiny random FLUX model registered by ``--model``.
+
+Screenshots (1280×800 and 390×844, English and Chinese) go to ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+SMALL = {"width": 64, "height": 64}
+# Generous: CI machines have 2 cores, often shared; the tiny model itself takes milliseconds a step.
+WAIT_MS = 120_000
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    from zaoxiang.testing.tiny_models import save_tiny_model
+
+    tmp = tmp_path_factory.mktemp("studio")
+    folder = save_tiny_model("flux", tmp / "tiny-flux")
+    port = _free_port()
+    env = {**os.environ, "ZAOXIANG_BUILTIN": "false"}
+    cmd = [sys.executable, "-m", "zaoxiang", "serve", "--port", str(port), "--data-dir", str(tmp / "data"),
+           "--model", f"tiny={folder}", "--device", "cpu"]  # fmt: skip
+    log = open(tmp / "serve.log", "wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("zaoxiang serve did not start:\n" + (tmp / "serve.log").read_text())
+        time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def api(server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def open_page(browser, server):
+    """``open_page(locale=..., width=..., height=...)`` → a fresh page on the studio, ready."""
+    contexts = []
+    errors: list[str] = []
+
+    def _open(locale: str = "en-US", width: int = 1280, height: int = 800):
+        ctx = browser.new_context(locale=locale, viewport={"width": width, "height": height})
+        contexts.append(ctx)
+        page = ctx.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server + "/")
+        page.wait_for_selector("body[data-ready=true]")
+        return page
+
+    yield _open
+    for ctx in contexts:
+        ctx.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def _done(api: httpx.Client, **req) -> dict:
+    """A finished job made through the API (the studio must show what others made too)."""
+    r = api.post("/v1/jobs", json={**SMALL, "steps": 2, **req}, headers={"Prefer": "wait=60"})
+    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    return r.json()
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"studio-{name}.png"), full_page=False)
+
+
+def _record_job_states(page) -> None:
+    """Keep every text a job card shows (cards go away when their job succeeds)."""
+    page.evaluate(
+        """() => { window.__states = [];
+        new MutationObserver(() => document.querySelectorAll('.job-state').forEach(
+            (n) => window.__states.push(n.textContent))).observe(
+            document.getElementById('active-jobs'), {subtree: true, childList: true, characterData: true}); }"""
+    )
+
+
+def test_generate_streams_progress_then_shows_the_image(open_page, api):
+    page = open_page()
+    _record_job_states(page)
+    page.fill("#prompt", "a red apple 红苹果 progress")
+    page.fill("#width", "96")
+    page.fill("#height", "64")
+    page.fill("#steps", "12")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector(".job-card")
+    page.wait_for_function("document.querySelector('#stage-images img')?.naturalWidth === 96", timeout=WAIT_MS)
+    states = page.evaluate("window.__states")
+    assert any(re.fullmatch(r"Step \d+ of 12", s) for s in states), states
+    # the job and its parameters are on the server, and the history lists it
+    job = api.get("/v1/jobs", params={"limit": 1}).json()["data"][0]
+    assert job["status"] == "succeeded" and job["request"]["prompt"] == "a red apple 红苹果 progress"
+    assert job["request"]["steps"] == 12 and job["request"]["width"] == 96 and "seed" not in {k for k, v in job["request"].items() if v is not None}
+    page.wait_for_selector(f'.history-item[data-job-id="{job["id"]}"]')
+    # the random seed it used is shown, unlocked
+    assert page.input_value("#seed") == str(job["resolved"]["seed"]) and not page.is_checked("#seed-lock")
+
+
+def test_step_previews_are_drawn(open_page, api):
+    page = open_page()
+    page.fill("#prompt", "preview test")
+    page.fill("#width", "256")
+    page.fill("#height", "256")
+    page.fill("#steps", "40")
+    page.click("#generate")
+    page.wait_for_selector(".job-card.has-preview .job-preview img[src^='data:image/png;base64,']", timeout=WAIT_MS)
+    assert page.evaluate("document.querySelector('.job-preview img').naturalWidth") > 0
+    page.click(".job-cancel")  # leave the worker free for the next test
+    page.wait_for_selector('.job-card[data-status="cancelled"]', timeout=WAIT_MS)
+
+
+def test_recall_restores_every_parameter(open_page, api):
+    # FLUX refuses a negative prompt: that job fails, and its history entry still recalls it
+    failed = api.post("/v1/jobs", json={**SMALL, "prompt": "with a negative", "negative_prompt": "blurry"}).json()
+    job = _done(api, prompt="recall me 回忆", width=80, height=64, steps=3, guidance=2.5, seed=1234, n=2)
+    page = open_page()
+    page.wait_for_selector(f'.history-item[data-job-id="{failed["id"]}"]')
+    page.click(f'.history-item[data-job-id="{failed["id"]}"] .recall')
+    assert page.input_value("#negative") == "blurry" and page.input_value("#prompt") == "with a negative"
+    page.fill("#prompt", "something else")
+    page.click(f'.history-item[data-job-id="{job["id"]}"] .recall')
+    assert page.input_value("#prompt") == "recall me 回忆"
+    assert page.input_value("#negative") == ""
+    assert (page.input_value("#width"), page.input_value("#height")) == ("80", "64")
+    assert page.input_value("#steps") == "3" and float(page.input_value("#guidance")) == 2.5
+    assert page.input_value("#seed") == "1234" and page.is_checked("#seed-lock")
+    assert page.input_value("#n") == "2" and page.input_value("#model") == "tiny"
+    assert not page.is_checked("#turbo")
+    # the recalled form sends the same request
+    with page.expect_request(lambda r: r.url.endswith("/v1/jobs") and r.method == "POST") as req:
+        page.keyboard.press("Control+Enter")
+    sent = json.loads(req.value.post_data)
+    assert {k: sent[k] for k in ("prompt", "negative_prompt", "width", "height", "steps", "guidance", "seed", "n", "model", "turbo")} == {
+        "prompt": "recall me 回忆", "negative_prompt": "", "width": 80, "height": 64, "steps": 3,
+        "guidance": 2.5, "seed": 1234, "n": 2, "model": "tiny", "turbo": False}  # fmt: skip
+    # same seed and parameters: the cache answers with the same images
+    page.wait_for_function("document.querySelectorAll('#stage-images img').length === 2", timeout=WAIT_MS)
+
+
+def test_turbo_toggle_is_sent(open_page, api):
+    page = open_page()
+    page.fill("#prompt", "turbo")
+    page.fill("#width", "64")
+    page.fill("#height", "64")
+    page.check("#turbo")
+    with page.expect_request(lambda r: r.url.endswith("/v1/jobs") and r.method == "POST") as req:
+        page.click("#generate")
+    assert json.loads(req.value.post_data)["turbo"] is True
+    # turbo is for the built-in model: on FLUX the job fails, and the card says why
+    page.wait_for_selector('.job-card[data-status="failed"] .job-state >> text=/turbo/')
+
+
+def test_language_follows_the_browser_then_the_choice(open_page, api):
+    page = open_page(locale="zh-CN")
+    assert page.get_attribute("html", "lang") == "zh-CN"
+    assert page.inner_text("#generate span") == "生成"
+    page.select_option("#lang", "en")
+    assert page.inner_text("#generate span") == "Generate"
+    assert page.get_attribute("#prompt", "placeholder").startswith("Describe")
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.inner_text("#generate span") == "Generate"  # remembered over the browser's language
+    page.select_option("#lang", "zh")
+    assert page.inner_text("#tab-gallery") == "图库"
+
+
+def test_cancel_a_running_job(open_page, api):
+    page = open_page()
+    page.fill("#prompt", "a long job to cancel")
+    page.fill("#width", "256")
+    page.fill("#height", "256")
+    page.fill("#steps", "150")
+    page.click("#generate")
+    page.wait_for_selector(".job-card .job-state >> text=/Step \\d+ of 150/", timeout=WAIT_MS)
+    job_id = page.get_attribute(".job-card", "data-job-id")
+    page.click(".job-card .job-cancel")
+    page.wait_for_selector('.job-card[data-status="cancelled"] >> text=Cancelled', timeout=WAIT_MS)
+    assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+    page.wait_for_selector(f'.history-item[data-job-id="{job_id}"] .badge.status-cancelled')
+
+
+def test_gallery_search_details_and_delete(open_page, api):
+    keep = _done(api, prompt="a blue whale 蓝鲸", seed=7)
+    gone = _done(api, prompt="a green frog 青蛙", seed=8)
+    page = open_page()
+    page.click("#tab-gallery")
+    page.fill("#gallery-search", "WHALE")
+    page.wait_for_function(
+        f"""() => {{ const ids = [...document.querySelectorAll('#gallery-grid li')].map((li) => li.dataset.jobId);
+        return ids.length > 0 && ids.every((id) => id === '{keep["id"]}'); }}"""
+    )
+    page.fill("#gallery-search", "青蛙")
+    item = page.wait_for_selector(f'#gallery-grid li[data-job-id="{gone["id"]}"] button')
+    item.click()
+    page.wait_for_selector("#detail-dialog[open]")
+    meta = page.inner_text("#detail-meta")
+    assert "a green frog 青蛙" in meta and "8" in meta and "64×64" in meta
+    href = page.get_attribute("#detail-download", "href")
+    assert href.endswith(gone["images"][0]["id"]) and page.get_attribute("#detail-download", "download") == "zaoxiang-8.png"
+    page.once("dialog", lambda d: d.accept())
+    page.click("#detail-delete")
+    page.wait_for_selector("#gallery-empty:not([hidden])")
+    ids = [j["id"] for j in api.get("/v1/studio/jobs", params={"limit": 100}).json()["data"]]
+    assert gone["id"] not in ids and keep["id"] in ids
+    assert page.locator(f'.history-item[data-job-id="{gone["id"]}"]').count() == 0
+
+
+def test_paint_a_mask_behind_the_missing_editing_api(open_page, api):
+    job = _done(api, prompt="mask me", seed=3, width=128, height=128)
+    page = open_page()
+    page.click(f'.history-item[data-job-id="{job["id"]}"] .thumb-button')
+    page.click("#detail-edit")
+    page.wait_for_selector("#editor:not([hidden])")
+    # no editing API on this server: said so, and the run button stays off
+    assert page.get_attribute("#panel-edit", "data-edit-api") == "missing"
+    assert page.is_disabled("#edit-run") and "editing API" in page.inner_text("#edit-status")
+    count = "window.__maskCount(0)"  # pixels the mask touches at all
+    full = "window.__maskCount(254)"  # pixels fully masked (stroke edges are antialiased)
+    page.evaluate(
+        """() => window.__maskCount = (above) => { const c = document.getElementById('edit-mask');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+        for (let i = 3; i < d.length; i += 4) if (d[i] > above) n++; return n; }"""
+    )
+    assert page.evaluate(count) == 0
+    box = page.locator("#edit-mask").bounding_box()
+    page.mouse.move(box["x"] + 10, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] - 10, box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()
+    painted, solid = page.evaluate(count), page.evaluate(full)
+    assert 0 < solid <= painted < 128 * 128
+    page.click("#mask-invert")
+    assert page.evaluate(count) == 128 * 128 - solid
+    page.click("#tool-eraser")
+    page.click("#mask-clear")
+    assert page.evaluate(count) == 0
+    # outpaint: extend right and down; the new border is masked, the image is not
+    page.fill("#ext-right", "32")
+    page.fill("#ext-down", "16")
+    page.click("#ext-apply")
+    assert page.evaluate("[document.getElementById('edit-mask').width, document.getElementById('edit-mask').height]") == [160, 144]
+    assert page.evaluate(count) == 160 * 144 - 128 * 128
+    _shot(page, "edit-1280-en")
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("size", [(1280, 800), (390, 844)])
+def test_screenshots(open_page, api, lang, size):
+    _done(api, prompt="a red apple 红苹果", seed=11)
+    page = open_page(locale="zh-CN" if lang == "zh" else "en-US", width=size[0], height=size[1])
+    first = page.wait_for_selector(".history-item .recall")
+    first.click()
+    page.click("#generate")
+    page.wait_for_selector("#stage-images img", timeout=WAIT_MS)
+    page.wait_for_function("[...document.querySelectorAll('#stage-images img')].every((i) => i.complete && i.naturalWidth)")
+    # nothing may stick out sideways at phone width
+    assert page.evaluate("document.documentElement.scrollWidth") <= size[0]
+    _shot(page, f"{size[0]}-{lang}")
+    page.click("#tab-gallery")
+    page.wait_for_selector("#gallery-grid img")
+    _shot(page, f"{size[0]}-{lang}-gallery")
+
+
+def test_keyboard_only_generate_and_tabs(open_page, api):
+    page = open_page()
+    page.keyboard.press("Tab")  # skip link first
+    assert page.evaluate("document.activeElement.className") == "skip-link"
+    page.keyboard.press("Enter")
+    page.keyboard.type("keyboard only")
+    assert page.evaluate("document.activeElement.id") == "prompt"
+    page.click("#tab-history")
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("document.activeElement.id") == "tab-gallery"
+    assert page.is_visible("#panel-gallery") and not page.is_visible("#panel-history")
+    page.keyboard.press("End")
+    assert page.evaluate("document.activeElement.id") == "tab-edit"
+
+
+def test_empty_prompt_is_refused_in_the_page(open_page):
+    page = open_page()
+    page.fill("#prompt", "   ")
+    page.click("#generate")
+    assert page.inner_text("#form-error") == "Write a prompt first."
+    assert page.locator(".job-card").count() == 0
