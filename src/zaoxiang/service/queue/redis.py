@@ -333,7 +333,13 @@ class RedisJobQueue(JobQueue):
             raise RuntimeError("this queue has no consumer name: only a worker claims jobs")
         deadline = time.monotonic() + self.block_s
         while True:
-            job = self._claim_once()
+            try:
+                job = self._claim_once()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # Redis restarting: wait a little instead of spinning; jobs are safe in Redis.
+                log.warning("cannot reach Redis to claim a job (%s); retrying", exc)
+                time.sleep(self.block_s)
+                return None
             left = deadline - time.monotonic()
             if job is not None or left <= 0:
                 return job
