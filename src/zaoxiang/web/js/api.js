@@ -1,4 +1,4 @@
-// The studio's only way to the server: the native jobs API plus the two studio endpoints.
+// The studio's only way to the server: the native jobs and edits API plus the two studio endpoints.
 // Every request carries the API key when one is stored; a 401 fires "zx:auth" so the UI can ask.
 
 const KEY_STORAGE = "zaoxiang.apiKey";
@@ -69,33 +69,22 @@ export class Api {
     return this.request("GET", `/v1/studio/jobs?${p}`);
   }
 
-  // Whether the server can edit images: the OpenAPI spec lists the edit route, or a model says so.
+  // Whether the server can edit images: its OpenAPI spec lists the native edit route, or a model
+  // says so. Checked at start, so the editor lights up on servers that have the editing API.
   async canEdit(models) {
     if ((models || []).some((m) => (m.capabilities || []).some((c) => /edit|inpaint/.test(c)))) return true;
     try {
       const res = await fetch(this.base + "/openapi.json");
       if (!res.ok) return false;
       const spec = await res.json();
-      return Boolean(spec.paths && spec.paths["/v1/images/edits"] && spec.paths["/v1/images/edits"].post);
+      return Boolean(spec.paths && spec.paths["/v1/edits"] && spec.paths["/v1/edits"].post);
     } catch {
       return false;
     }
   }
 
-  // An edit through the OpenAI-compatible endpoint (multipart: image, mask, prompt).
-  async edit({ image, mask, prompt, n, model }) {
-    const form = new FormData();
-    form.set("image", image, "image.png");
-    form.set("mask", mask, "mask.png");
-    form.set("prompt", prompt);
-    form.set("n", String(n || 1));
-    form.set("response_format", "b64_json");
-    if (model) form.set("model", model);
-    const res = await fetch(this.base + "/v1/images/edits", { method: "POST", headers: this.headers(), body: form });
-    const data = await res.json().catch(() => null);
-    if (!res.ok) throw this.error(res, data);
-    return data;
-  }
+  // An edit is a job like any other (progress, cancel, history): POST /v1/edits, JSON with base64.
+  submitEdit(body) { return this.request("POST", "/v1/edits", body); }
 
   // Server-Sent Events over fetch (EventSource cannot send an Authorization header).
   async *events(id, signal) {

@@ -33,7 +33,7 @@ class Studio {
     });
     this.editor = new MaskEditor({
       api: this.api, i18n: this.i18n, root: $("panel-edit"), getModel: () => this.form.el.model.value,
-      onResult: (result) => this.showEditResult(result),
+      onSubmit: (body) => this.jobs.submit(body, (b) => this.api.submitEdit(b)).then(() => this.history.load()),
     });
   }
 
@@ -121,17 +121,6 @@ class Studio {
     this.selectTab($("tab-edit"));
     await this.editor.load(job, image);
     $("edit-mask").focus();
-  }
-
-  showEditResult(result) {
-    const stage = $("stage-images");
-    stage.replaceChildren(...(result.data || []).map((d) => {
-      const img = document.createElement("img");
-      img.alt = this.editor.el.prompt.value;
-      img.src = d.b64_json ? `data:image/png;base64,${d.b64_json}` : d.url;
-      return img;
-    }));
-    this.refreshLibrary();
   }
 
   wireKeys() {

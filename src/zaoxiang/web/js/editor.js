@@ -8,8 +8,8 @@ const MASK_COLOUR = "rgb(229, 40, 80)";
 const MASK_RGB = [229, 40, 80];
 
 export class MaskEditor {
-  constructor({ api, i18n, root, getModel, onResult }) {
-    Object.assign(this, { api, i18n, root, getModel, onResult });
+  constructor({ api, i18n, root, getModel, onSubmit }) {
+    Object.assign(this, { api, i18n, root, getModel, onSubmit });
     const $ = (id) => root.querySelector(`#${id}`);
     this.el = {
       status: $("edit-status"), empty: $("edit-empty"), editor: $("editor"), base: $("edit-base"), mask: $("edit-mask"),
@@ -58,6 +58,11 @@ export class MaskEditor {
     base.width = mask.width = bitmap.width;
     base.height = mask.height = bitmap.height;
     base.getContext("2d").drawImage(bitmap, 0, 0);
+    this.original = document.createElement("canvas");
+    this.original.width = bitmap.width;
+    this.original.height = bitmap.height;
+    this.original.getContext("2d").drawImage(bitmap, 0, 0);
+    this.pad = { left: 0, right: 0, top: 0, bottom: 0 };
     this.image = { job, image };
     this.el.prompt.value = job.request.prompt;
     this.el.editor.hidden = false;
@@ -157,6 +162,10 @@ export class MaskEditor {
       }
       ctx.drawImage(copy, l, u);
     }
+    this.pad.left += l;
+    this.pad.right += r;
+    this.pad.top += u;
+    this.pad.bottom += d;
     for (const input of [e.left, e.right, e.up, e.down]) input.value = 0;
     this.renderStatus();
   }
@@ -187,28 +196,47 @@ export class MaskEditor {
     this.el.error.hidden = !message;
   }
 
-  // OpenAI's edit format: the mask is a PNG whose transparent pixels mark the area to change.
+  // The native edit API: extended canvas → outpaint of the original image by the added pixels;
+  // a painted mask → inpaint (white = repaint); neither → img2img of the whole image.
   async run() {
     if (!this.available || !this.image) return;
     const e = this.el;
-    const maskOut = document.createElement("canvas");
-    maskOut.width = e.mask.width;
-    maskOut.height = e.mask.height;
-    const ctx = maskOut.getContext("2d");
-    ctx.fillStyle = "#000";
-    ctx.fillRect(0, 0, maskOut.width, maskOut.height);
-    ctx.globalCompositeOperation = "destination-out";
-    ctx.drawImage(e.mask, 0, 0);
-    const png = (canvas) => new Promise((res) => canvas.toBlob(res, "image/png"));
+    const body = { prompt: e.prompt.value, n: 1 };
+    const model = this.getModel();
+    if (model) body.model = model;
+    const pad = this.pad;
+    if (pad.left + pad.right + pad.top + pad.bottom > 0) {
+      Object.assign(body, { mode: "outpaint", image: this.original.toDataURL("image/png"), outpaint: { ...pad } });
+    } else if (this.maskedPixels() > 0) {
+      Object.assign(body, { mode: "inpaint", image: e.base.toDataURL("image/png"), mask: this.maskPng() });
+    } else {
+      Object.assign(body, { mode: "img2img", image: e.base.toDataURL("image/png") });
+    }
     e.run.disabled = true;
     this.showError("");
     try {
-      const result = await this.api.edit({ image: await png(e.base), mask: await png(maskOut), prompt: e.prompt.value, n: 1, model: this.getModel() });
-      this.onResult(result);
+      await this.onSubmit(body);
     } catch (err) {
       this.showError(this.i18n.t("edit.failed", { message: err.message }));
     } finally {
       this.renderStatus();
     }
+  }
+
+  // Black and white, same size as the image: white where the mask is painted.
+  maskPng() {
+    const c = this.el.mask;
+    const out = document.createElement("canvas");
+    out.width = c.width;
+    out.height = c.height;
+    const src = c.getContext("2d").getImageData(0, 0, c.width, c.height);
+    const dst = out.getContext("2d").createImageData(c.width, c.height);
+    for (let i = 0; i < src.data.length; i += 4) {
+      const v = src.data[i + 3] > 127 ? 255 : 0;
+      dst.data[i] = dst.data[i + 1] = dst.data[i + 2] = v;
+      dst.data[i + 3] = 255;
+    }
+    out.getContext("2d").putImageData(dst, 0, 0);
+    return out.toDataURL("image/png");
   }
 }

@@ -23,8 +23,9 @@ export class JobTracker {
     });
   }
 
-  async submit(req) {
-    const job = await this.api.submit(req);
+  // ``send`` queues the job: a generation by default, an edit from the editor.
+  async submit(req, send = (r) => this.api.submit(r)) {
+    const job = await send(req);
     const entry = { job, state: { status: job.status, position: job.queue_position, step: 0, total: 0 }, abort: new AbortController() };
     this.entries.set(job.id, entry);
     entry.card = this.makeCard(entry);
