@@ -31,6 +31,7 @@ from zaoxiang.engine.memory import MemoryPlan, decode_with_memory_plan, place_pi
 from zaoxiang.engine.pipelines.base import LoadedPipeline, ModelDefaults, RunContext
 from zaoxiang.engine.pipelines.families import FamilySpec, family_spec, scheduler_overrides
 from zaoxiang.engine.precision import PrecisionPolicy, check_latents, guarded_decode
+from zaoxiang.engine.prompt_weighting import weighted_encode
 from zaoxiang.engine.registry import ModelEntry, folder_revision
 from zaoxiang.errors import GenerationFailed, InvalidRequest, ModelLoadError
 from zaoxiang.protocol import GenerationRequest, ModelIdentity
@@ -125,7 +126,7 @@ class DiffusersPipeline(LoadedPipeline):
             return edit.unchanged(len(ctx.seeds))  # no step to run: the input, exactly
         try:
             with ctx.timer.phase("text_encode"), torch.inference_mode():
-                embeds = self.spec.encode(self.pipe, req, plan, device)
+                embeds = self._encode(req, device)
             images = []
             for index, seed in enumerate(ctx.seeds):
                 with ctx.timer.phase("denoise"):
@@ -150,6 +151,16 @@ class DiffusersPipeline(LoadedPipeline):
             self.pipe.scheduler = self._scheduler
             for edit_pipe in self._edit_pipes.values():
                 edit_pipe.scheduler = self._scheduler
+
+    def _encode(self, req: GenerationRequest, device: torch.device) -> dict[str, Any]:
+        """The family's own encode, with A1111 weights applied to the token states when the prompt
+        (or negative prompt) uses the syntax; otherwise exactly the family's encode."""
+
+        def encode(prompt: str, negative: str) -> dict[str, Any]:
+            r = req.model_copy(update={"prompt": prompt, "negative_prompt": negative})
+            return self.spec.encode(self.pipe, r, self.spec.guidance(self.pipe, r), device)
+
+        return weighted_encode(self.spec.family, self.pipe, encode, req.prompt, req.negative_prompt)
 
     def _denoise(
         self,
