@@ -42,7 +42,8 @@ def tiny_weights(tmp_path_factory):
 def test_eval_tiny_model_end_to_end(pack_path, tiny_weights, tmp_path, capsys):
     out = tmp_path / "eval"
     rc = main(["eval", "--weights", str(tiny_weights), "--pack", str(pack_path), "--n-per-category", "1",
-               "--steps", "2", "--guidance", "1", "--device", "cpu", "--out", str(out), "--quiet"])
+               "--steps", "2", "--guidance", "1", "--device", "cpu", "--out", str(out), "--quiet",
+               "--save-images", str(tmp_path / "images")])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| identity" in printed and "| sign" in printed and "zh-en" in printed
@@ -55,6 +56,14 @@ def test_eval_tiny_model_end_to_end(pack_path, tiny_weights, tmp_path, capsys):
     assert by["identity"] == {"en": 0.0, "zh": 0.0} and by["sign"] == {"en": 0.0, "zh": 0.0}
     assert (out / "contact_sheet.png").stat().st_size > 0 and (out / "table.md").is_file()
 
+    # The saved images score the same when read back (generate on one machine, score on another).
+    assert len(list((tmp_path / "images").glob("*.png"))) == 10
+    again = tmp_path / "again"
+    assert main(["eval", "--from-images", str(tmp_path / "images"), "--pack", str(pack_path), "--n-per-category", "1",
+                 "--categories", "identity,position,count,background", "--out", str(again), "--quiet"]) == 0
+    passes = lambda r: [(i["caption"], i["passed"]) for i in r["items"] if i["category"] != "sign"]  # noqa: E731
+    assert passes(json.loads((again / "report.json").read_text())) == passes(report)
+
 
 def test_eval_ground_truth_mode_scores_one(pack_path, capsys):
     rc = main(["eval", "--ground-truth", "--pack", str(pack_path), "--n-per-category", "1", "--langs", "en",
@@ -66,7 +75,8 @@ def test_eval_ground_truth_mode_scores_one(pack_path, capsys):
 
 @pytest.mark.parametrize("flag,value,field", [("--langs", "en,fr", "langs"), ("--seeds", "a", "seeds"),
                                               ("--n-per-category", "0", "n-per-category"),
-                                              ("--categories", "mood", "categories")])
+                                              ("--categories", "mood", "categories"),
+                                              ("--generate-only", None, "save-images")])
 def test_eval_rejects_bad_flags(pack_path, capsys, flag, value, field):
-    assert main(["eval", "--ground-truth", "--pack", str(pack_path), flag, value]) == 1
+    assert main(["eval", "--ground-truth", "--pack", str(pack_path), flag, *([value] if value else [])]) == 1
     assert field in capsys.readouterr().err

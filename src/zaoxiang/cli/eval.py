@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     who.add_argument("--weights", type=Path, help="a built-in weights folder (config.json + safetensors)")
     who.add_argument("--ground-truth", action="store_true",
                      help="score the data builder's own renders instead of a model (should be ~1.0 everywhere)")
+    p.add_argument("--gt-size", type=int, default=256, help="with --ground-truth: render size (default 256)")
     p.add_argument("--pack", default=DEFAULT_PACK, help=f"sprite pack (default: {DEFAULT_PACK})")
     p.add_argument("--n-per-category", type=int, default=10, help="held-out items per category (default 10)")
     p.add_argument("--categories", default=None, help="comma list (default: all)")
@@ -35,6 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default="0", help="comma list of seeds; each item is drawn once per seed (default 0)")
     p.add_argument("--classifier", type=Path, default=None, help="classifier weights (default: the shipped ones)")
     p.add_argument("--out", type=Path, default=None, help="write report.json, table.md and contact_sheet.png here")
+    p.add_argument("--save-images", type=Path, default=None, help="also write every generated image here")
+    p.add_argument("--generate-only", action="store_true",
+                   help="with --save-images: generate and save, do not score (e.g. on a GPU machine without Tesseract)")
+    p.add_argument("--from-images", type=Path, default=None,
+                   help="score images saved by --save-images (same items, langs, seeds) instead of generating")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     add_model_flags(p)
     p.set_defaults(func=run)
@@ -66,7 +72,9 @@ def select_items(items, n_per_category: int, categories: list[str] | None):
 def run(args: argparse.Namespace) -> int:
     from zaoxiang.training.data import EVAL_CATEGORIES, SpritePack, heldout_eval_set
     from zaoxiang.training.eval.classifier import ObjectClassifier
-    from zaoxiang.training.eval.harness import LANGS, GroundTruthSource, RunnerSource, evaluate
+    from zaoxiang.training.eval.harness import (
+        LANGS, FolderSource, GroundTruthSource, RunnerSource, SavingSource, evaluate,
+    )
     from zaoxiang.training.eval.scoring import Scorer
 
     if not 1 <= args.n_per_category <= 1000:
@@ -83,13 +91,21 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidRequest(f"--categories: unknown {bad[0]!r}; known: {', '.join(EVAL_CATEGORIES)}",
                                  field="categories")
     seeds = _int_list(args.seeds, "seeds")
+    if args.generate_only and args.save_images is None:
+        raise InvalidRequest("--generate-only needs --save-images DIR", field="generate_only")
+    if args.from_images is not None and (args.ground_truth or args.save_images is not None):
+        raise InvalidRequest("--from-images scores saved images; it takes no --ground-truth or --save-images",
+                             field="from_images")
 
     pack = SpritePack.load(args.pack)
     items = select_items(heldout_eval_set(pack, 100_000), args.n_per_category, categories)
-    scorer = Scorer(ObjectClassifier.load(args.classifier))
 
-    if args.ground_truth:
-        source = GroundTruthSource(pack)
+    if args.from_images is not None:
+        source = FolderSource(args.from_images, items, name=args.model or (args.weights and args.weights.name))
+    elif args.ground_truth:
+        if not 64 <= args.gt_size <= 1024:
+            raise InvalidRequest(f"--gt-size must be between 64 and 1024, got {args.gt_size}", field="gt_size")
+        source = GroundTruthSource(pack, args.gt_size)
     else:
         from zaoxiang.engine.registry import ModelRegistry, builtin_entry
         from zaoxiang.engine.runner import Runner
@@ -104,6 +120,18 @@ def run(args: argparse.Namespace) -> int:
             registry, model_name = registry_for(settings, args.model)
         runner = Runner(registry, settings.engine, settings.limits.to_limits())
         source = RunnerSource(runner, model_name, args.steps, args.guidance, args.turbo)
+
+    if args.save_images is not None:
+        source = SavingSource(source, args.save_images, items)
+    if args.generate_only:
+        for i, item in enumerate(items):
+            for lang in langs:
+                source.images(item, lang, item.caption_en if lang == "en" else item.caption_zh, seeds)
+            if not args.quiet:
+                print(f"\r{i + 1}/{len(items)} items", end="", file=sys.stderr, flush=True)
+        print(f"wrote {len(items) * len(langs) * len(seeds)} images to {args.save_images}")
+        return 0
+    scorer = Scorer(ObjectClassifier.load(args.classifier))
 
     def progress(done: int, total: int) -> None:
         if not args.quiet:

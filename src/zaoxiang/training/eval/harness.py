@@ -65,6 +65,55 @@ class GroundTruthSource:
         return [Image.fromarray(pix) for _ in seeds]
 
 
+def image_names(items: Sequence[EvalItem]) -> dict[int, str]:
+    """id(item) -> file stem ``<category>-<rank in category>``: stable when a later run selects
+    fewer categories or fewer items per category from the same eval set."""
+    seen: dict[str, int] = defaultdict(int)
+    out = {}
+    for it in items:
+        out[id(it)] = f"{it.category}-{seen[it.category]:04d}"
+        seen[it.category] += 1
+    return out
+
+
+class SavingSource:
+    """Wraps a source and writes every image it makes to ``folder`` (for scoring elsewhere: the GPU
+    machine has no Tesseract, the CPU machine is slow to generate)."""
+
+    def __init__(self, inner: ImageSource, folder: Path | str, items: Sequence[EvalItem]) -> None:
+        self.inner, self.folder, self.name = inner, Path(folder), inner.name
+        self._names = image_names(items)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def images(self, item: EvalItem, lang: str, prompt: str, seeds: Sequence[int]) -> list[Image.Image]:
+        images = self.inner.images(item, lang, prompt, seeds)
+        for seed, image in zip(seeds, images):
+            image.save(self.folder / f"{self._names[id(item)]}-{lang}-{seed}.png")
+        return images
+
+
+class FolderSource:
+    """Images saved by SavingSource, for the same item list, languages and seeds."""
+
+    def __init__(self, folder: Path | str, items: Sequence[EvalItem], name: str | None = None) -> None:
+        self.folder = Path(folder)
+        self.name = name or self.folder.name
+        self._names = image_names(items)
+        if not self.folder.is_dir():
+            raise InvalidRequest(f"image folder {self.folder} does not exist", field="from_images")
+
+    def images(self, item: EvalItem, lang: str, prompt: str, seeds: Sequence[int]) -> list[Image.Image]:
+        out = []
+        for seed in seeds:
+            path = self.folder / f"{self._names[id(item)]}-{lang}-{seed}.png"
+            if not path.is_file():
+                raise InvalidRequest(f"{path} is missing: generate with the same items, langs and seeds",
+                                     field="from_images")
+            with Image.open(path) as im:
+                out.append(im.convert("RGB"))
+        return out
+
+
 def _consecutive_runs(seeds: Sequence[int], max_n: int) -> list[tuple[int, int]]:
     # The runner gives image i the seed ``seed + i``, so consecutive seeds batch into one request.
     runs: list[tuple[int, int]] = []
