@@ -29,6 +29,7 @@ def _refused(upload: EditUpload, limits: Limits | None = None, **fields) -> Inva
         (EditUpload("img2img", b""), "image", "empty"),
         (EditUpload("img2img", png(noise_image(64, 64), "GIF")), "image", "GIF"),
         (EditUpload("img2img", png(noise_image(72, 64))), "image", "multiples of 16"),
+        (EditUpload("img2img", png(noise_image(48, 48))), "image", "at least 64"),
         (EditUpload("inpaint", GOOD), "mask", "needs a mask"),
         (EditUpload("inpaint", GOOD, mask=png(box_mask(64, 64, (0, 0, 0, 0)))), "mask", "no pixel"),
         (EditUpload("img2img", GOOD, mask=MASK), "mask", "takes no mask"),

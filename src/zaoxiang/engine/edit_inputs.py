@@ -55,10 +55,10 @@ def decode_upload(data: bytes | None, field: str, limits: Limits) -> Image.Image
 
 
 def _check_side(field: str, w: int, h: int) -> None:
-    if w % SIZE_MULTIPLE or h % SIZE_MULTIPLE or min(w, h) < MIN_SIDE:
+    if w % SIZE_MULTIPLE or h % SIZE_MULTIPLE or min(w, h) < SIZE_MULTIPLE:
         raise InvalidRequest(
-            f"{field} is {w}x{h}; edit inputs need both sides to be multiples of {SIZE_MULTIPLE} and at least "
-            f"{MIN_SIDE} pixels (resize or crop it first)",
+            f"{field} is {w}x{h}; edit inputs need both sides to be multiples of {SIZE_MULTIPLE} pixels "
+            "(resize or crop it first)",
             field=field,
         )
 
@@ -138,6 +138,9 @@ def store_edit(upload: EditUpload, limits: Limits, put: Put) -> tuple[dict[str, 
             )
     elif upload.outpaint:
         raise InvalidRequest(f"{upload.mode} takes no outpaint amounts", field="outpaint")
+    if min(out_w, out_h) < MIN_SIDE:
+        where = "outpaint" if upload.mode == "outpaint" else "image"
+        raise InvalidRequest(f"the output would be {out_w}x{out_h}; both sides must be at least {MIN_SIDE} pixels", field=where)
     edit: dict[str, Any] = {"mode": upload.mode, "image": put(_png(image.convert("RGB")))}
     if mask_key is not None:
         edit["mask"] = mask_key

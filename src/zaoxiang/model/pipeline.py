@@ -19,6 +19,7 @@ from zaoxiang.engine.precision import PrecisionPolicy, guarded_decode
 from zaoxiang.errors import InvalidRequest, ModelLoadError
 from zaoxiang.model.autoencoder import Autoencoder
 from zaoxiang.model.config import ModelConfig
+from zaoxiang.model.editing import EDIT_MODES, encode_text, generate_edit
 from zaoxiang.model.mmdit import MMDiT
 from zaoxiang.model.sampler import denoise
 from zaoxiang.model.serialization import default_weights_dir, has_weights, load_weights, weights_revision
@@ -28,6 +29,8 @@ FAMILY = "builtin"
 
 
 class BuiltinPipeline(LoadedPipeline):
+    edit_modes = EDIT_MODES
+
     def __init__(
         self,
         config: ModelConfig,
@@ -87,6 +90,8 @@ class BuiltinPipeline(LoadedPipeline):
     def generate(self, ctx: RunContext) -> list[Image.Image]:
         req = ctx.request
         self.validate(req)
+        if req.edit is not None:
+            return generate_edit(self, ctx)  # img2img / inpaint / outpaint: zaoxiang.model.editing
         cfg = self.config
         n = len(ctx.seeds)
         guidance = float(req.guidance)
@@ -95,11 +100,11 @@ class BuiltinPipeline(LoadedPipeline):
 
         # 1. Encode the prompt (and the negative prompt when CFG is on).
         with ctx.timer.phase("text_encode"):
-            t_max = cfg.transformer.max_text_tokens
-            text, mask = self.text_encoder.encode([req.prompt] * n, max_length=t_max)  # (n, T, Dt), (n, T)
+            # encode_text: the encoder's states, A1111 prompt weights applied (unchanged without them).
+            text, mask = encode_text(self, [req.prompt] * n)  # (n, T, Dt), (n, T)
             neg = neg_mask = None
             if guidance != 1.0:
-                neg, neg_mask = self.text_encoder.encode([req.negative_prompt] * n, max_length=t_max)
+                neg, neg_mask = encode_text(self, [req.negative_prompt] * n)
 
         # 2. Initial noise, one CPU generator per seed.
         lat = cfg.autoencoder.latent_size
