@@ -220,17 +220,21 @@ def test_turbo_toggle_is_sent(open_page, api):
 
 
 def test_language_follows_the_browser_then_the_choice(open_page, api):
+    expect = sync_api.expect
+    _done(api, prompt="language", seed=1)
     page = open_page(locale="zh-CN")
     assert page.get_attribute("html", "lang") == "zh-CN"
     assert page.inner_text("#generate span") == "生成"
     page.select_option("#lang", "en")
-    assert page.inner_text("#generate span") == "Generate"
+    expect(page.locator("#generate span")).to_have_text("Generate")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
     assert page.get_attribute("#prompt", "placeholder").startswith("Describe")
     page.reload()
     page.wait_for_selector("body[data-ready=true]")
     assert page.inner_text("#generate span") == "Generate"  # remembered over the browser's language
     page.select_option("#lang", "zh")
-    assert page.inner_text("#tab-gallery") == "图库"
+    expect(page.locator("#tab-gallery")).to_have_text("图库")
+    expect(page.locator("#history-list .recall").first).to_have_text("调用参数")  # rendered lists follow too
 
 
 def test_cancel_a_running_job(open_page, api):

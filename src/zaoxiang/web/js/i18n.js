@@ -16,10 +16,11 @@ export class I18n {
     this.lang = "en";
     this.strings = {};
     this.fallback = {};
+    this.cache = {}; // lang -> strings, so switching back and forth is instant
   }
 
   async load(lang, { remember = false } = {}) {
-    const fetchStrings = async (l) => (await fetch(`i18n/${l}.json`)).json();
+    const fetchStrings = async (l) => (this.cache[l] ??= await (await fetch(`i18n/${l}.json`)).json());
     if (!Object.keys(this.fallback).length) this.fallback = await fetchStrings("en");
     this.strings = lang === "en" ? this.fallback : await fetchStrings(lang);
     this.lang = lang;
