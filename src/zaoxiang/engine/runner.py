@@ -117,6 +117,16 @@ class Runner:
             }
         )
         self.limits.check(resolved)
+        if resolved.upscale:
+            from zaoxiang.engine.upscale import MAX_UPSCALED_SIDE
+
+            side = max(int(resolved.width), int(resolved.height)) * resolved.upscale
+            if side > MAX_UPSCALED_SIDE:
+                raise InvalidRequest(
+                    f"upscale x{resolved.upscale} of {resolved.width}x{resolved.height} makes a {side}-pixel side; "
+                    f"the limit is {MAX_UPSCALED_SIDE}",
+                    field="upscale",
+                )
         if resolved.edit is not None:
             from zaoxiang.engine.editing import check_edit
 

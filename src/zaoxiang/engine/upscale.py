@@ -41,6 +41,7 @@ MODEL_FILES = {
     "x4plus-anime": "REALESRGAN_X4PLUSANIME_UP4X",
     "animevideov3": "REALESRGAN_ANIMAVIDEOV3_UP4X",
 }
+MAX_UPSCALED_SIDE = 8192  # output side limit: bounds the (B, 3, 4H, 4W) result tensor
 FP16_TAG = 0x01306B47  # ncnn's tag before fp16 weight data
 FP32_TAG = 0
 

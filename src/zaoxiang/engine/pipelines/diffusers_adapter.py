@@ -99,6 +99,13 @@ class DiffusersPipeline(LoadedPipeline):
                 field="turbo",
             )
         self.spec.check_size(self.pipe, request)
+        if request.edit is not None and request.edit.mode != "img2img" and self.spec.family == "sd3":
+            channels = int(self.pipe.transformer.config.in_channels)
+            if channels not in (16, 33):  # what StableDiffusion3InpaintPipeline accepts
+                raise InvalidRequest(
+                    f"{request.edit.mode} needs an SD3 transformer with 16 latent channels (this one has {channels})",
+                    field="edit.mode",
+                )
         if request.edit is not None and request.steps is not None and not self.spec.flow_matching:
             strength = request.edit.effective_strength
             # SDXL's get_timesteps rounds steps * strength down; 0 steps would fail inside diffusers.
