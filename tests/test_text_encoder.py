@@ -282,3 +282,16 @@ def test_export_subset_round_trips_and_rejects_other_tokens(encoder, tmp_path):
     torch.testing.assert_close(hidden[mask], ref_hidden[ref_mask])
     with pytest.raises(InvalidRequest):
         small.encode(["zebra crossing"])
+
+
+def test_subset_can_stand_in_unk_for_missing_tokens(tmp_path, encoder):
+    path = encoder.export_subset(tmp_path / "sub.safetensors", ["a red apple"])
+    strict = E5TextEncoder.load(path)
+    with pytest.raises(InvalidRequest):
+        strict.encode(["a purple bicycle"])
+    lenient = E5TextEncoder.load(path, subset_missing="unk")
+    hidden, mask = lenient.encode(["a purple bicycle"])
+    assert hidden.shape[0] == 1 and torch.isfinite(hidden).all()
+    same, _ = lenient.encode(["a red apple"])
+    ref, _ = strict.encode(["a red apple"])
+    assert torch.equal(same, ref)

