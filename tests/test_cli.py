@@ -43,3 +43,25 @@ def test_output_paths(tmp_path):
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "zaoxiang", "--help"], capture_output=True, text=True, check=True)
     assert "generate" in out.stdout and "models" in out.stdout
+
+
+def test_generate_tiny_flux_writes_png_with_metadata_and_watermark(tmp_path, tiny_model_dir, monkeypatch):
+    from PIL import Image
+
+    from zaoxiang.engine.metadata import read_metadata
+    from zaoxiang.safety.watermark import read_watermark
+
+    monkeypatch.setenv("ZAOXIANG_DATA_DIR", str(tmp_path / "data"))
+    folder = tiny_model_dir("flux")
+    out = tmp_path / "apple.png"
+    code = main(["generate", "--model", str(folder), "a red apple", "--size", "256x256", "--steps", "2",
+                 "--seed", "5", "-o", str(out), "--quiet"])
+    assert code == 0 and out.is_file()
+    meta = read_metadata(out.read_bytes())
+    assert "Seed: 5" in meta["parameters"] and meta["zaoxiang"]["model"]["family"] == "flux"
+    assert read_watermark(Image.open(out)) is not None
+
+    plain = tmp_path / "plain.png"
+    assert main(["generate", "--model", str(folder), "a red apple", "--size", "256x256", "--steps", "2",
+                 "--seed", "5", "-o", str(plain), "--quiet", "--no-watermark"]) == 0
+    assert read_watermark(Image.open(plain)) is None
