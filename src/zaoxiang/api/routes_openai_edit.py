@@ -20,6 +20,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zaoxiang.api.deps import get_owner, get_service, signed_image_query
 from zaoxiang.api.routes_native import ERRORS
@@ -41,6 +42,12 @@ def _number(form: dict[str, Any], name: str) -> Any:
         return _NUMBERS[name](raw)
     except ValueError:
         raise InvalidRequest(f"{name} must be a number (got {raw!r})", field=name) from None
+
+
+@router.api_route("/v1/images/edits", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+def edits_other_methods() -> None:
+    """POST-only; without this a GET would reach ``/v1/images/{image_id}`` (422) instead of 405."""
+    raise StarletteHTTPException(status_code=405)
 
 
 @router.post(
