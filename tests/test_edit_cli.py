@@ -16,7 +16,7 @@ def test_edit_cli_inpaint_and_outpaint(tiny_model_dir, tmp_path, capsys):
     noise_image(64, 64).save(src)
     box_mask(64, 64, (0, 0, 32, 16)).save(mask)
     out = tmp_path / "inpainted.png"
-    args = ["--model", str(folder), "--steps", "2", "--seed", "1", "--device", "cpu", "--quiet"]
+    args = ["--model", str(folder), "--steps", "2", "--seed", "1", "--device", "cpu", "--quiet", "--no-watermark"]
     assert main(["edit", "inpaint", str(src), "a sun", "--mask", str(mask), "--mask-blur", "1", "-o", str(out), *args]) == 0
     got = np.asarray(Image.open(out).convert("RGB"))
     assert (got[32:] == np.asarray(noise_image(64, 64))[32:]).all()

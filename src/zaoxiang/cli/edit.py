@@ -36,6 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=sorted(_SUFFIX), default="png")
     p.add_argument("-o", "--output", default=".", metavar="FILE|DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-watermark",
+        action="store_true",
+        help="skip the invisible provenance watermark (on by default, as for generate; it changes pixels invisibly)",
+    )
     add_model_flags(p)
     p.set_defaults(func=run)
 
@@ -100,8 +105,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    paths = output_paths(args.output, len(result.images), result.seeds, args.format)
-    for i, (image, path) in enumerate(zip(result.images, paths)):
+    images = result.images
+    if not args.no_watermark:
+        from zaoxiang.safety.gate import SafetyGate  # imported here: only the watermark part is used
+
+        images = SafetyGate(settings.safety.resolved(settings.data_dir)).watermark(images, job_id=str(result.seeds[0]))
+    paths = output_paths(args.output, len(images), result.seeds, args.format)
+    for i, (image, path) in enumerate(zip(images, paths)):
         path.write_bytes(encode_image(image, result, i, args.format))
         print(path)
     if not args.quiet:
