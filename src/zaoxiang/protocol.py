@@ -44,6 +44,9 @@ class LoraRef(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     scale: float = Field(default=1.0, ge=-4.0, le=4.0)
+    # The file's content hash, filled in by the engine when it resolves the request (so the cache
+    # key covers the adapter's bytes); a client may give it to pin one version of the file.
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 EditMode = Literal["img2img", "inpaint", "outpaint"]

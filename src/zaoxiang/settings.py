@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     default_model: str | None = None
     # Register the built-in model when its weights are installed (ZAOXIANG_BUILTIN=false to hide it).
     builtin: bool = True
+    # LoRA adapters requests may name: every <name>.safetensors in this folder (ZAOXIANG_LORA_DIR).
+    lora_dir: Path | None = None
     engine: EngineSettings = Field(default_factory=EngineSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     # Prompt filter, image check, watermark and audit log: all on by default

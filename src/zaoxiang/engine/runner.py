@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from zaoxiang.engine.lora import LoraLibrary, applied_loras
 from zaoxiang.engine.pipelines.base import LoadedPipeline, PhaseTimer, RunContext
 from zaoxiang.engine.precision import PrecisionPolicy, resolve_device
 from zaoxiang.engine.registry import ModelEntry, ModelRegistry
@@ -55,8 +56,11 @@ class Runner:
         settings: EngineSettings | None = None,
         limits: Limits | None = None,
         loader: Loader = default_loader,
+        loras: LoraLibrary | None = None,
     ) -> None:
         self.registry = registry
+        # Named LoRA adapters requests may use; always knows each model's own turbo adapter.
+        self.loras = loras or LoraLibrary()
         self.settings = settings or EngineSettings()
         self.limits = limits or Limits()
         self.policy = PrecisionPolicy.for_device(resolve_device(self.settings.device))
@@ -106,13 +110,18 @@ class Runner:
         entry = self.registry.get(request.model)
         pipe = pipe or self.load(entry.name)[0]
         d = pipe.defaults
+        # LoRA names -> content hashes (in the cache key); turbo adds its adapter, steps and guidance.
+        loras, turbo = self.loras.resolve(request, entry.path, entry.name)
+        steps = turbo.steps if turbo is not None else d.steps
+        guidance = turbo.guidance if turbo is not None else d.guidance
         resolved = request.model_copy(
             update={
                 "model": entry.name,
+                "loras": loras,
                 "width": request.width or d.width,
                 "height": request.height or d.height,
-                "steps": request.steps or d.steps,
-                "guidance": d.guidance if request.guidance is None else request.guidance,
+                "steps": request.steps or steps,
+                "guidance": guidance if request.guidance is None else request.guidance,
                 "seed": secrets.randbelow(RANDOM_SEED_LIMIT) if request.seed is None else request.seed,
             }
         )
@@ -174,7 +183,9 @@ class Runner:
                 vae_tiling_pixels=self.settings.vae_tiling_pixels,
                 inputs=inputs,
             )
-            images = pipe.generate(ctx)
+            adapters = self.loras.activate(resolved.loras, entry.path, entry.name)
+            with applied_loras(pipe, adapters):  # the base model is restored however the run ends
+                images = pipe.generate(ctx)
             extras: dict[str, float] = {}
             if resolved.upscale:
                 up_start = time.perf_counter()

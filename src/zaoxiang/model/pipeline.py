@@ -81,10 +81,11 @@ class BuiltinPipeline(LoadedPipeline):
             value = getattr(request, name)
             if value is not None and value != size:
                 raise InvalidRequest(f"the built-in model makes {size}x{size} images only; {name} was {value}", field=name)
-        if request.loras:
-            raise InvalidRequest("the built-in model does not take LoRA adapters yet", field="loras")
-        if request.turbo:
-            raise InvalidRequest("the built-in model has no turbo adapter yet", field="turbo")
+
+    def lora_target(self):
+        from zaoxiang.model.lora import BuiltinLoraTarget
+
+        return BuiltinLoraTarget(self.transformer)
 
     @torch.no_grad()
     def generate(self, ctx: RunContext) -> list[Image.Image]:

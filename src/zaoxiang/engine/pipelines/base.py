@@ -88,6 +88,10 @@ class LoadedPipeline(ABC):
     def generate(self, ctx: RunContext) -> list["object"]:
         """Run the request; return one PIL image per seed."""
 
+    def lora_target(self) -> "object | None":
+        """How this pipeline takes LoRA adapters (a ``zaoxiang.engine.lora.LoraTarget``), or None."""
+        return None
+
     def preview(self, latents: torch.Tensor) -> "object | None":
         """A small, cheap RGB preview (PIL image) of in-progress latents, or None if unsupported."""
         return None

@@ -91,13 +91,6 @@ class DiffusersPipeline(LoadedPipeline):
     # -- checks -----------------------------------------------------------------------------------
 
     def validate(self, request: GenerationRequest) -> None:
-        if request.loras:
-            raise InvalidRequest("LoRA adapters are not supported for diffusers models yet", field="loras")
-        if request.turbo:
-            raise InvalidRequest(
-                f"turbo applies to the built-in model; for {self.spec.family}, pick a distilled checkpoint instead",
-                field="turbo",
-            )
         self.spec.check_size(self.pipe, request)
         if request.edit is not None and request.edit.mode != "img2img" and self.spec.family == "sd3":
             channels = int(self.pipe.transformer.config.in_channels)
@@ -117,6 +110,11 @@ class DiffusersPipeline(LoadedPipeline):
                 )
         self.spec.guidance(self.pipe, request)  # raises on a guidance/negative prompt that would do nothing
         scheduler_overrides(self.spec, self._scheduler_config, request)
+
+    def lora_target(self) -> Any:
+        from zaoxiang.engine.lora import DiffusersLoraTarget
+
+        return DiffusersLoraTarget(self.pipe, self.spec.family)
 
     # -- run --------------------------------------------------------------------------------------
 
