@@ -99,6 +99,12 @@ def test_wrong_count_fails(scorer, pack, items):
         n = obj.count + 1 if obj.count < 4 else 2
         wrong.append(it.spec.model_copy(update={"objects": (obj.model_copy(update={"count": n, "arrangement": "row"}),)}))
     assert _pass_rate(scorer, pack, chosen, wrong) == 0.0
+    # One smear over the whole canvas is not "one object".
+    single = next(it for it in _pick(items, "count", 24) if it.spec.objects[0].count == 1)
+    smear = torch.full((3, 64, 64), 245 / 255)
+    smear[:, 2:62, 2:62] = torch.tensor([0.5, 0.3, 0.2]).view(3, 1, 1)
+    assert not scorer.score(smear, single).passed
+    assert scorer.score(_render(pack, [single.spec])[0], single).passed
 
 
 def test_wrong_object_and_wrong_text_fail(scorer, pack, items):
@@ -145,7 +151,7 @@ def test_evaluate_ground_truth_report(scorer, pack, items, tmp_path):
 
 def test_classifier_trains_and_round_trips(pack, tmp_path):
     classes = pack.common_vocab[:6]
-    clf = train(pack, steps=3, batch_size=12, classes=classes, log_every=100)
+    clf = train(pack, steps=2, batch_size=8, classes=classes, log_every=100)
     crops, labels = make_batch(pack, classes, 4, __import__("random").Random(0), augment=False)
     assert crops.shape == (4, 3, INPUT_SIZE, INPUT_SIZE) and labels.max() < len(classes)
     clf.save(tmp_path / "c.safetensors")

@@ -31,6 +31,7 @@ from PIL import Image, ImageOps
 from zaoxiang.errors import ZaoxiangError
 from zaoxiang.training.data.evalset import EvalItem
 from zaoxiang.training.data.lexicon import COLOURS
+from zaoxiang.training.data.render import SIZE_FACTOR
 from zaoxiang.training.data.scenes import SceneSpec
 from zaoxiang.training.eval.classifier import INPUT_SIZE, ObjectClassifier
 from zaoxiang.training.eval.geometry import Frac, crop, object_places, sign_box, square_around
@@ -43,6 +44,8 @@ COMPONENT_MIN_AREA = 0.002  # ... and so is anything under 0.2 % of the canvas
 PRESENCE_MIN = 0.005  # share of a region that must be foreground for "an object is there" (a small
 # object in a third of the canvas covers ~1.5 %)
 POSITION_TOPK = 5
+SIDE_RANGE = (0.3, 1.25)  # a counted blob's longer side vs the side one copy is drawn at
+BLANK_STD = 4.0  # grey-level spread (0-255) under which a sign box is empty, not worth an OCR call
 OCR_PSMS = (7, 8)  # Tesseract page modes: one text line, then one word (short Chinese words need 8)
 
 _PALETTE = torch.tensor([c.rgb for c in COLOURS], dtype=torch.float32) / 255  # (P, 3)
@@ -95,12 +98,22 @@ def foreground(img: torch.Tensor, bg: torch.Tensor | None = None) -> torch.Tenso
 # -- connected components ----------------------------------------------------------------------
 
 
-def components(mask: torch.Tensor, close: int = 1) -> list[int]:
-    """Areas (pixels) of the 8-connected components of (H, W) bool ``mask``, largest first.
+@dataclass(frozen=True)
+class Blob:
+    area: int  # pixels of the (unclosed) mask
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive) in mask pixels
+
+    @property
+    def side(self) -> int:
+        return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
+
+
+def blobs(mask: torch.Tensor, close: int = 1) -> list[Blob]:
+    """The 8-connected components of (H, W) bool ``mask``, largest first.
 
     Hand-written (max-pool label propagation) because the project has no scipy/opencv dependency;
-    a 256² mask converges in a few hundred cheap pooling passes. ``close`` dilates first by that
-    many pixels so anti-aliased gaps inside one emoji do not split it.
+    a 128² mask converges in at most a few hundred cheap pooling passes. ``close`` dilates first by
+    that many pixels so anti-aliased gaps inside one emoji do not split it.
     """
     m = mask.float()[None, None]  # (1, 1, H, W)
     if close:
@@ -113,24 +126,46 @@ def components(mask: torch.Tensor, close: int = 1) -> list[int]:
         if torch.equal(grown, labels):
             break
         labels = grown
-    # Areas on the undilated mask, so closing joins blobs without inflating them.
-    _, counts = labels[0, 0][mask].unique(return_counts=True)
-    return sorted(counts.tolist(), reverse=True)
+    # Areas and boxes on the undilated mask, so closing joins blobs without inflating them.
+    ys, xs = mask.nonzero(as_tuple=True)  # (N,), (N,)
+    if len(ys) == 0:
+        return []
+    ids, inv, counts = labels[0, 0][ys, xs].unique(return_inverse=True, return_counts=True)  # (K,), (N,), (K,)
+    k = len(ids)
+
+    def reduce(v: torch.Tensor, how: str, fill: int) -> list[int]:
+        return torch.full((k,), fill).scatter_reduce(0, inv, v, how).tolist()
+
+    x0, y0 = reduce(xs, "amin", w), reduce(ys, "amin", h)
+    x1, y1 = reduce(xs, "amax", -1), reduce(ys, "amax", -1)
+    out = [Blob(int(c), (a, b, cc + 1, d + 1)) for c, a, b, cc, d in zip(counts.tolist(), x0, y0, x1, y1)]
+    return sorted(out, key=lambda b: -b.area)
 
 
-def count_objects(img: torch.Tensor, box: Frac = (0.0, 0.0, 1.0, 1.0)) -> int:
-    """How many separate objects lie inside ``box`` of ``img`` (3, H, W)."""
+def components(mask: torch.Tensor, close: int = 1) -> list[int]:
+    """Areas of ``blobs(mask, close)``, largest first."""
+    return [b.area for b in blobs(mask, close)]
+
+
+def object_blobs(img: torch.Tensor, box: Frac = (0.0, 0.0, 1.0, 1.0)) -> tuple[list[Blob], float]:
+    """The object-sized blobs inside ``box`` of ``img`` (3, H, W) (debris dropped), and the scale
+    from blob pixels back to ``img`` pixels."""
     h, w = img.shape[-2:]
     mask = foreground(img)
     x0, y0, x1, y1 = (round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h))
     region = mask[max(0, y0):y1, max(0, x0):x1]
     # Half resolution: same answer on these sizes, 4x fewer propagation passes.
     small = F.max_pool2d(region.float()[None, None], 2)[0, 0] > 0
-    areas = components(small)
-    if not areas:
-        return 0
-    floor = max(areas[0] * COMPONENT_MIN_FRAC, COMPONENT_MIN_AREA * (h * w) / 4)
-    return sum(a >= floor for a in areas)
+    found = blobs(small)
+    if not found:
+        return [], 2.0
+    floor = max(found[0].area * COMPONENT_MIN_FRAC, COMPONENT_MIN_AREA * (h * w) / 4)
+    return [b for b in found if b.area >= floor], 2.0
+
+
+def count_objects(img: torch.Tensor, box: Frac = (0.0, 0.0, 1.0, 1.0)) -> int:
+    """How many separate objects lie inside ``box`` of ``img`` (3, H, W)."""
+    return len(object_blobs(img, box)[0])
 
 
 # -- OCR ---------------------------------------------------------------------------------------
@@ -226,10 +261,18 @@ class Scorer:
         return all(o["ok"] for o in per_object), {"objects": per_object}
 
     def count(self, img: torch.Tensor, spec: SceneSpec) -> tuple[bool, dict]:
+        """The right number of blobs, each about as big as one copy should be (a smear over the
+        whole region is not "one object")."""
         places = object_places(spec)
-        got = [count_objects(img, p.region) for p in places]
+        got, sized = [], True
+        for p, obj in zip(places, spec.objects):
+            found, scale = object_blobs(img, p.region)
+            got.append(len(found))
+            want_side = min(p.cells[0][2] - p.cells[0][0], p.cells[0][3] - p.cells[0][1]) * SIZE_FACTOR[obj.size]
+            want_px = want_side * img.shape[-1]
+            sized = sized and all(SIDE_RANGE[0] * want_px <= b.side * scale <= SIDE_RANGE[1] * want_px for b in found)
         want = [p.count for p in places]
-        return got == want, {"expected": want, "counted": got}
+        return got == want and sized, {"expected": want, "counted": got, "sizes_plausible": sized}
 
     def background(self, img: torch.Tensor, spec: SceneSpec) -> tuple[bool, dict]:
         bg = spec.background
@@ -247,6 +290,8 @@ class Scorer:
         s = im.width
         sign_img = im.crop((round((x0 - pad_x) * s), round((y0 - pad_y) * s), round((x1 + pad_x) * s), round((y1 + pad_y) * s)))
         want = normalise_text(spec.sign.text)
+        if np.asarray(sign_img.convert("L"), dtype=np.float32).std() < BLANK_STD:
+            return False, {"expected": want, "read": [], "blank": True}  # nothing there to read
         reads = []
         views = _ocr_views(sign_img)
         for psm in OCR_PSMS:
