@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -411,8 +412,11 @@ class DiffusersLoraTarget:
         for i, a in enumerate(adapters):
             name = f"zx{i}_{a.weights.sha256[:12]}"
             try:
-                # A shallow copy: diffusers' converters pop keys from the dict they are given.
-                self.pipe.load_lora_weights(dict(a.weights.state_dict), adapter_name=name)
+                with warnings.catch_warnings():
+                    # Stacking is the point here: peft warns when a second adapter joins the first.
+                    warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                    # A shallow copy: diffusers' converters pop keys from the dict they are given.
+                    self.pipe.load_lora_weights(dict(a.weights.state_dict), adapter_name=name)
             except (ValueError, KeyError, RuntimeError, AttributeError, IndexError) as exc:
                 raise self._mismatch(a, f"its tensors do not load: {str(exc)[:300]}") from None
             loaded = {n for names_ in self.pipe.get_list_adapters().values() for n in names_}
