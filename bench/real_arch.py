@@ -1,0 +1,587 @@
+"""Speed of FLUX.1-dev, Qwen-Image and Z-Image-Turbo at their real published sizes (issue 9).
+
+Cost does not depend on weight values: each transformer is built at its published config with
+random bf16 weights (small std so activations stay finite), its VAE likewise, the text encoders are
+bypassed with random prompt embeddings of the real shapes. In one process, for each model:
+
+1. stock diffusers: the pipeline's own ``__call__`` (eager; ``--stock-compile`` adds the
+   whole-transformer ``torch.compile`` baseline of the issue);
+2. zaoxiang: the engine's denoise + decode (``DiffusersPipeline``) after ``apply_speed``;
+3. checks that zaoxiang's lossless output matches stock's (same weights, same seed);
+4. 2048x2048 through the engine (tiled VAE) without running out of memory;
+5. ``--lossy``: First Block Cache and fp8 speed (quality is measured on the built-in model).
+
+Usage (GPU): python bench/real_arch.py --only flux --stock-compile   (see scripts/device/run_real_arch.md)
+         (CPU): python bench/real_arch.py --tiny                      (tiny configs, smoke test)
+Prints a table and writes bench/results-<gpu>[-<only>].md plus a .json beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))  # the GPU machine runs the working tree without installing it
+
+log = logging.getLogger("real_arch")
+
+# -- published configs ------------------------------------------------------------------------------
+# FLUX.1-dev: black-forest-labs/FLUX.1-dev transformer/config.json and vae/config.json.
+# Qwen-Image: Qwen/Qwen-Image transformer/config.json; the VAE's config equals diffusers'
+#   AutoencoderKLQwenImage defaults (base_dim 96, z_dim 16, dim_mult 1-2-4-4, Wan latent stats).
+# Z-Image-Turbo: Tongyi-MAI/Z-Image-Turbo transformer/config.json = ZImageTransformer2DModel's
+#   defaults in diffusers 0.42.1 (dim 3840, 30 layers + 2+2 refiners, 30 heads, cap_feat_dim 2560);
+#   its VAE is FLUX's.
+
+FLUX_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=16, block_out_channels=[128, 256, 512, 512], layers_per_block=2,
+    down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4, norm_num_groups=32,
+    act_fn="silu", sample_size=1024, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+    use_post_quant_conv=False, mid_block_add_attention=True,
+)
+TINY_KL_VAE = dict(FLUX_VAE, block_out_channels=[8, 8, 8, 8], layers_per_block=1, norm_num_groups=4, sample_size=64)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    key: str  # --only name
+    family: str  # zaoxiang family
+    pipeline: str
+    transformer: str
+    transformer_cfg: dict[str, Any]
+    vae: str
+    vae_cfg: dict[str, Any]
+    scheduler_cfg: dict[str, Any]
+    text_len: int  # prompt tokens after the text encoder
+    text_dim: int
+    pooled_dim: int | None  # FLUX's CLIP pooled vector
+    steps: int
+    guidance: float  # zaoxiang's request.guidance (family maps it)
+    published_params: float  # transformer parameters, for the tests
+    extra_runs: tuple[tuple[int, float], ...] = ()  # more (steps, guidance) settings timed end to end
+
+
+REAL: dict[str, ArchSpec] = {
+    "flux": ArchSpec(
+        "flux", "flux", "FluxPipeline", "FluxTransformer2DModel",
+        dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+             num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+             axes_dims_rope=(16, 56, 56)),
+        "AutoencoderKL", FLUX_VAE,
+        dict(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15, shift=3.0, use_dynamic_shifting=True),
+        text_len=512, text_dim=4096, pooled_dim=768, steps=28, guidance=3.5, published_params=11.90e9,
+    ),
+    "qwen": ArchSpec(
+        "qwen", "qwen-image", "QwenImagePipeline", "QwenImageTransformer2DModel",
+        dict(patch_size=2, in_channels=64, out_channels=16, num_layers=60, attention_head_dim=128, num_attention_heads=24,
+             joint_attention_dim=3584, guidance_embeds=False, axes_dims_rope=(16, 56, 56)),
+        "AutoencoderKLQwenImage", {},
+        dict(base_image_seq_len=256, base_shift=0.5, invert_sigmas=False, max_image_seq_len=8192, max_shift=0.9,
+             num_train_timesteps=1000, shift=1.0, shift_terminal=0.02, stochastic_sampling=False,
+             time_shift_type="exponential", use_beta_sigmas=False, use_dynamic_shifting=True,
+             use_exponential_sigmas=False, use_karras_sigmas=False),
+        text_len=128, text_dim=3584, pooled_dim=None, steps=4, guidance=1.0, published_params=20.43e9,
+        extra_runs=((50, 4.0),),  # the base model's 50 steps with true CFG 4
+    ),
+    "zimage": ArchSpec(
+        "zimage", "z-image", "ZImagePipeline", "ZImageTransformer2DModel", {},
+        "AutoencoderKL", FLUX_VAE,
+        dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False),
+        text_len=128, text_dim=2560, pooled_dim=None, steps=8, guidance=0.0, published_params=6.15e9,
+    ),
+}
+
+TINY: dict[str, ArchSpec] = {
+    "flux": ArchSpec(
+        **{**REAL["flux"].__dict__, "transformer_cfg": dict(
+            patch_size=1, in_channels=64, num_layers=1, num_single_layers=2, attention_head_dim=16, num_attention_heads=2,
+            joint_attention_dim=32, pooled_projection_dim=16, guidance_embeds=True, axes_dims_rope=(4, 6, 6)),
+           "vae_cfg": TINY_KL_VAE, "text_len": 16, "text_dim": 32, "pooled_dim": 16, "steps": 2}
+    ),
+    "qwen": ArchSpec(
+        **{**REAL["qwen"].__dict__, "transformer_cfg": dict(
+            patch_size=2, in_channels=64, out_channels=16, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+            joint_attention_dim=24, guidance_embeds=False, axes_dims_rope=(4, 6, 6)),
+           "vae_cfg": dict(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1),
+           "text_len": 12, "text_dim": 24, "steps": 2, "extra_runs": ((3, 4.0),)}
+    ),
+    "zimage": ArchSpec(
+        **{**REAL["zimage"].__dict__, "transformer_cfg": dict(
+            all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=2, n_refiner_layers=1, n_heads=2,
+            n_kv_heads=2, qk_norm=True, cap_feat_dim=24, axes_dims=[8, 4, 4], axes_lens=[256, 64, 64]),
+           "vae_cfg": TINY_KL_VAE, "text_len": 12, "text_dim": 24, "steps": 2}
+    ),
+}
+
+
+# -- building at real size ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def params_on_meta() -> Iterator[None]:
+    """Parameters are created on ``meta`` (free: their init runs on meta too); buffers and plain
+    tensor attributes (RoPE tables, computed in __init__) stay real. Hand-written (10 lines) rather
+    than accelerate's ``init_empty_weights(include_buffers=False)``: accelerate is not a dependency."""
+    original = nn.Module.register_parameter
+
+    def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        original(module, name, param)
+        if param is not None:
+            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=False)
+
+    nn.Module.register_parameter = register  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original  # type: ignore[method-assign]
+
+
+def build_on_meta(class_name: str, cfg: dict[str, Any]) -> nn.Module:
+    import diffusers
+
+    with params_on_meta():
+        return getattr(diffusers, class_name)(**cfg)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def materialise(model: nn.Module, device: torch.device, dtype: torch.dtype, seed: int) -> nn.Module:
+    """Give every meta parameter real storage on ``device`` in ``dtype`` with a seeded init:
+    weights N(0, (0.5/sqrt(fan_in))^2) so each layer roughly keeps its input's scale, biases 0,
+    norm scales 1, other vectors (pad tokens, tables) N(0, 0.02^2). Buffers move unchanged."""
+    gen = torch.Generator(device).manual_seed(seed)
+    for module_name, module in model.named_modules():
+        for name, p in list(module._parameters.items()):
+            if p is None:
+                continue
+            t = torch.empty(p.shape, device=device, dtype=dtype)
+            if p.ndim >= 2:
+                fan_in = math.prod(p.shape[1:])
+                t.normal_(0.0, 0.5 / math.sqrt(fan_in), generator=gen)
+            elif name == "bias":
+                t.zero_()
+            elif "norm" in module_name or "norm" in type(module).__name__.lower():
+                t.fill_(1.0)
+            else:
+                t.normal_(0.0, 0.02, generator=gen)
+            module._parameters[name] = nn.Parameter(t, requires_grad=False)
+    return model.to(device).eval()  # buffers (RoPE tables) keep their fp32 dtype
+
+
+def build_pipeline(spec: ArchSpec, device: torch.device, dtype: torch.dtype, seed: int = 0) -> Any:
+    import diffusers
+
+    transformer = materialise(build_on_meta(spec.transformer, spec.transformer_cfg), device, dtype, seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        vae = getattr(diffusers, spec.vae)(**spec.vae_cfg).eval()  # default init: finite decodes
+    vae = vae.to(device, dtype)
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(**spec.scheduler_cfg)
+    cls = getattr(diffusers, spec.pipeline)
+    if spec.family == "flux":
+        pipe = cls(scheduler=scheduler, vae=vae, text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,
+                   transformer=transformer)
+    else:
+        pipe = cls(scheduler=scheduler, vae=vae, text_encoder=None, tokenizer=None, transformer=transformer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def random_embeds(spec: ArchSpec, device: torch.device, dtype: torch.dtype, cfg: bool, seed: int = 1) -> dict[str, Any]:
+    """Text-encoder outputs of the real shapes (what the family's encode would return)."""
+    g = torch.Generator("cpu").manual_seed(seed)
+
+    def states(length: int) -> torch.Tensor:
+        return torch.randn(1, length, spec.text_dim, generator=g).to(device, dtype)  # (1, L, D)
+
+    if spec.family == "flux":
+        pooled = torch.randn(1, spec.pooled_dim, generator=g).to(device, dtype)  # (1, 768)
+        return {"prompt_embeds": states(spec.text_len), "pooled_prompt_embeds": pooled}
+    if spec.family == "qwen-image":
+        out: dict[str, Any] = {"prompt_embeds": states(spec.text_len), "prompt_embeds_mask": None}
+        if cfg:  # the model card's negative prompt " " encodes to a few tokens
+            out |= {"negative_prompt_embeds": states(max(spec.text_len // 16, 4)), "negative_prompt_embeds_mask": None}
+        return out
+    neg = [states(max(spec.text_len // 16, 4))[0]] if cfg else None  # Z-Image: lists of (L_i, D)
+    return {"prompt_embeds": [states(spec.text_len)[0]], "negative_prompt_embeds": neg}
+
+
+# -- timing helpers -----------------------------------------------------------------------------------------
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> tuple[float, Any]:
+    """Median seconds of ``repeats`` calls (the caller has warmed up), and the last result."""
+    times, out = [], None
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        out = fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def call(model: nn.Module, captured: dict[str, Any]) -> Any:
+    return model(*captured["args"], **captured["kwargs"])
+
+
+def forward_ms(model: nn.Module, captured: dict[str, Any], device: torch.device, repeats: int) -> float:
+    with torch.inference_mode():
+        call(model, captured)  # warm
+        if device.type != "cuda":
+            return timed(lambda: call(model, captured), device, repeats)[0] * 1e3
+        times = []
+        for _ in range(repeats):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            call(model, captured)
+            b.record()
+            torch.cuda.synchronize(device)
+            times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def capture_forward_kwargs(model: nn.Module) -> tuple[dict[str, Any], Callable[[], None]]:
+    """Keep the keyword arguments of the first call of ``model`` (for per-forward timing)."""
+    seen: dict[str, Any] = {}
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        if not seen:
+            seen["args"], seen["kwargs"] = args, dict(kwargs)
+
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    return seen, handle.remove
+
+
+def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def first_tensor(out: Any) -> torch.Tensor:
+    x = out[0] if isinstance(out, (tuple, list)) else out
+    return torch.stack(list(x)) if isinstance(x, list) else x
+
+
+# -- one model ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    model: str
+    mode: str
+    steps: int
+    guidance: float
+    size: int
+    e2e_s: float | None = None
+    forward_ms: float | None = None
+    vae_ms: float | None = None
+    peak_gib: float | None = None
+    cold_s: float | None = None
+    note: str = ""
+
+
+@dataclass
+class ModelResult:
+    key: str
+    params: int
+    build_s: float
+    rows: list[Row] = field(default_factory=list)
+    checks: dict[str, Any] = field(default_factory=dict)
+    speed: str = ""
+
+
+def request_for(spec: ArchSpec, steps: int, guidance: float, size: int, seed: int) -> Any:
+    from zaoxiang.protocol import GenerationRequest
+
+    return GenerationRequest(prompt="bench", width=size, height=size, steps=steps, guidance=guidance, seed=seed, model=spec.key)
+
+
+def engine_for(pipe: Any, spec: ArchSpec, device: torch.device, dtype: torch.dtype) -> Any:
+    from zaoxiang.engine.memory import plan_memory
+    from zaoxiang.engine.pipelines.base import ModelDefaults
+    from zaoxiang.engine.pipelines.diffusers_adapter import DiffusersPipeline
+    from zaoxiang.engine.pipelines.families import family_spec
+    from zaoxiang.engine.precision import PrecisionPolicy
+    from zaoxiang.protocol import ModelIdentity
+
+    policy = PrecisionPolicy(device=device, dtype=dtype)
+    ident = ModelIdentity(name=spec.key, family=spec.family, revision="random", source="bench")
+    fam = family_spec(spec.family)
+    return DiffusersPipeline(pipe, fam, ident, policy, plan_memory("auto", device, 1536 * 1536), ModelDefaults(1024, 1024, spec.steps, spec.guidance))
+
+
+def engine_image(engine: Any, spec: ArchSpec, embeds: dict[str, Any], steps: int, guidance: float, size: int, seed: int,
+                 tiling_pixels: int = 1536 * 1536) -> tuple[torch.Tensor, Any]:
+    """zaoxiang's denoise + decode for precomputed embeddings: (latents, PIL image)."""
+    from zaoxiang.engine.memory import plan_memory
+    from zaoxiang.engine.pipelines.base import PhaseTimer, RunContext
+    from zaoxiang.engine.speed import reset_step_caches
+
+    req = request_for(spec, steps, guidance, size, seed)
+    plan = engine.spec.guidance(engine.pipe, req)
+    ctx = RunContext(request=req, seeds=[seed], step=lambda i, n, lat: None, precision=engine.policy,
+                     timer=PhaseTimer(engine.policy.device), vae_tiling_pixels=tiling_pixels)
+    reset_step_caches(engine.pipe)
+    call_embeds = {k: v for k, v in embeds.items() if v is not None or k.endswith("mask")}
+    if spec.family == "z-image":
+        call_embeds = {k: v for k, v in embeds.items() if k != "negative_prompt_embeds" or plan.uses_negative}
+    latents = engine._denoise(ctx, call_embeds, plan.call_kwargs, seed, 0, size, size, steps)
+    memory = plan_memory("auto", engine.policy.device, tiling_pixels)
+    images = engine._decode(latents, size, size, memory)
+    return latents, images[0]
+
+
+def stock_image(pipe: Any, spec: ArchSpec, embeds: dict[str, Any], steps: int, guidance: float, size: int, seed: int,
+                output_type: str = "pil") -> Any:
+    from zaoxiang.engine.pipelines.families import family_spec
+
+    fam = family_spec(spec.family)
+    plan = fam.guidance(pipe, request_for(spec, steps, guidance, size, seed))
+    kwargs = {**embeds, **plan.call_kwargs, **fam.call_kwargs(pipe)}
+    if spec.family == "z-image" and not plan.uses_negative:
+        kwargs.pop("negative_prompt_embeds", None)
+    with torch.inference_mode():
+        return pipe(**kwargs, height=size, width=size, num_inference_steps=steps, output_type=output_type,
+                    generator=torch.Generator("cpu").manual_seed(seed), return_dict=False)[0]
+
+
+def pixels(image: Any) -> torch.Tensor:
+    import numpy as np
+
+    return torch.from_numpy(np.asarray(image).astype("int16"))  # (H, W, 3)
+
+
+def vae_ms(pipe: Any, spec: ArchSpec, size: int, device: torch.device, dtype: torch.dtype, repeats: int) -> float:
+    """One decode of a 1-image latent at ``size``, untiled, in ms."""
+    h = size // 8
+    z = torch.randn(1, 16, 1, h, h) if spec.family == "qwen-image" else torch.randn(1, 16, h, h)
+    z = z.to(device, dtype)
+    vae = pipe.vae
+    fn = lambda: vae.decode(z, return_dict=False)[0]  # noqa: E731
+    with torch.inference_mode():
+        fn()
+        return timed(fn, device, repeats)[0] * 1e3
+
+
+def uncompile(model: nn.Module) -> None:
+    """Undo ``Module.compile`` everywhere in ``model`` (bench only: switch modes in one process)."""
+    for m in model.modules():
+        m._compiled_call_impl = None  # what nn.Module.compile sets
+    torch._dynamo.reset()
+
+
+def run_model(spec: ArchSpec, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> ModelResult:
+    from zaoxiang.engine.speed import SpeedOptions, apply_speed
+
+    size, seed, repeats = args.size, args.seed, args.repeats
+    steps = args.steps or spec.steps
+    settings = [(steps, spec.guidance)] + ([] if args.steps else list(spec.extra_runs))
+    start = time.perf_counter()
+    pipe = build_pipeline(spec, device, dtype, seed=0)
+    sync(device)
+    result = ModelResult(spec.key, count_params(pipe.transformer), time.perf_counter() - start)
+    log.info("%s: built %.2fB params in %.1f s", spec.key, result.params / 1e9, result.build_s)
+    embeds = {g: random_embeds(spec, device, dtype, cfg=g > (1.0 if spec.family == "qwen-image" else 0.0)) for _, g in settings}
+
+    # 1. stock diffusers, eager
+    stock_out: dict[tuple[int, float], Any] = {}
+    for st, g in settings:
+        reset_peak(device)
+        kw, remove = capture_forward_kwargs(pipe.transformer)
+        stock_image(pipe, spec, embeds[g], st, g, size, seed)  # warm-up (and capture one forward's inputs)
+        remove()
+        e2e, img = timed(lambda: stock_image(pipe, spec, embeds[g], st, g, size, seed), device, repeats)
+        lat = stock_image(pipe, spec, embeds[g], st, g, size, seed, output_type="latent")
+        stock_out[(st, g)] = (img, lat)
+        row = Row(spec.key, "stock eager", st, g, size, e2e, peak_gib=peak_gib(device))
+        if (st, g) == settings[0]:
+            row.forward_ms = forward_ms(pipe.transformer, kw, device, repeats * 3)
+            row.vae_ms = vae_ms(pipe, spec, size, device, dtype, repeats * 3)
+            with torch.inference_mode():
+                fwd_ref = first_tensor(call(pipe.transformer, kw)).float()
+            fwd_kwargs = kw
+        result.rows.append(row)
+
+    # 1b. stock + whole-transformer torch.compile (the issue's baseline)
+    if args.stock_compile and device.type == "cuda":
+        cold = time.perf_counter()
+        pipe.transformer.compile()
+        st, g = settings[0]
+        stock_image(pipe, spec, embeds[g], st, g, size, seed)
+        sync(device)
+        cold = time.perf_counter() - cold
+        e2e, _ = timed(lambda: stock_image(pipe, spec, embeds[g], st, g, size, seed), device, repeats)
+        result.rows.append(Row(spec.key, "stock + torch.compile", st, g, size, e2e,
+                               forward_ms(pipe.transformer, fwd_kwargs, device, repeats * 3), cold_s=cold, peak_gib=peak_gib(device)))
+        uncompile(pipe.transformer)
+
+    # 2. zaoxiang engine with lossless speed
+    options = SpeedOptions(compile="blocks" if args.compile else "off", compile_vae=args.compile)
+    engine = engine_for(pipe, spec, device, dtype)
+    cold = time.perf_counter()
+    report = apply_speed(pipe, spec.family, options, device)
+    result.speed = report.summary()
+    for i, (st, g) in enumerate(settings):
+        reset_peak(device)
+        engine_image(engine, spec, embeds[g], st, g, size, seed)  # warm-up = compile for this shape
+        sync(device)
+        cold_s = time.perf_counter() - cold if i == 0 else None
+        e2e, (lat, img) = timed(lambda: engine_image(engine, spec, embeds[g], st, g, size, seed), device, repeats)
+        row = Row(spec.key, "zaoxiang lossless", st, g, size, e2e, peak_gib=peak_gib(device), cold_s=cold_s,
+                  note="cold = apply_speed + first image")
+        s_img, s_lat = stock_out[(st, g)]
+        diff = (pixels(img) - pixels(s_img)).abs()
+        result.checks[f"{st} steps g{g}"] = {
+            "latents_rel_l2": rel_l2(lat.float(), s_lat.float()), "pixel_max_abs": int(diff.max()),
+            "pixel_mean_abs": float(diff.float().mean()),
+        }
+        if (st, g) == settings[0]:
+            row.forward_ms = forward_ms(pipe.transformer, fwd_kwargs, device, repeats * 3)
+            row.vae_ms = vae_ms(pipe, spec, size, device, dtype, repeats * 3)
+            with torch.inference_mode():
+                out = first_tensor(call(pipe.transformer, fwd_kwargs)).float()
+            result.checks["one_forward_rel_l2"] = rel_l2(out, fwd_ref)
+            result.checks["finite"] = bool(torch.isfinite(out).all())
+        result.rows.append(row)
+
+    # 3. 2048x2048, tiled VAE (auto above 1536^2), few steps: memory, not speed
+    if args.big:
+        big = size * 2
+        reset_peak(device)
+        try:
+            st = min(2, steps)
+            e2e, _ = timed(lambda: engine_image(engine, spec, embeds[spec.guidance], st, spec.guidance, big, seed), device, 1)
+            result.rows.append(Row(spec.key, "zaoxiang lossless, tiled VAE", st, spec.guidance, big, e2e,
+                                   peak_gib=peak_gib(device), note="includes compiling the new shape"))
+        except torch.OutOfMemoryError as exc:
+            result.rows.append(Row(spec.key, "zaoxiang lossless, tiled VAE", 2, spec.guidance, big, note=f"OOM: {exc}"[:120]))
+
+    # 4. lossy speed (quality is measured on the built-in model; here only time)
+    if args.lossy:
+        st, g = settings[0]
+        for name, opts in (("first-block cache 0.08", SpeedOptions(compile=options.compile, compile_vae=False,
+                                                                 first_block_cache=0.08)),
+                           ("fp8 matmuls", SpeedOptions(compile=options.compile, compile_vae=False, fp8=True))):
+            uncompile(pipe.transformer)
+            if hasattr(pipe.transformer, "disable_cache") and pipe.transformer.is_cache_enabled:
+                pipe.transformer.disable_cache()
+            rep = apply_speed(pipe, spec.family, opts, device)
+            if not (rep.applied("fp8") or rep.applied("first_block_cache")):
+                result.rows.append(Row(spec.key, f"zaoxiang + {name}", st, g, size, note="skipped: " + rep.summary()))
+                continue
+            engine_image(engine, spec, embeds[g], st, g, size, seed)
+            e2e, (lat, _) = timed(lambda: engine_image(engine, spec, embeds[g], st, g, size, seed), device, repeats)
+            row = Row(spec.key, f"zaoxiang + {name}", st, g, size, e2e, peak_gib=peak_gib(device),
+                      note=f"latents rel L2 vs stock {rel_l2(lat.float(), stock_out[(st, g)][1].float()):.3g} (random weights)")
+            if name.startswith("fp8"):
+                row.forward_ms = forward_ms(pipe.transformer, fwd_kwargs, device, repeats * 3)
+            result.rows.append(row)
+    del pipe, engine
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+# -- report ---------------------------------------------------------------------------------------------------
+
+LOSSLESS_FORWARD_TOL = 1e-2  # rel L2 of one bf16 forward, compiled vs eager (bf16 operands: 1e-3..1e-2)
+LOSSLESS_LATENT_TOL = 3e-2  # rel L2 of final latents after all steps (rounding differences compound)
+
+
+def fmt(x: float | None, scale: float = 1.0, digits: int = 3) -> str:
+    return "—" if x is None else f"{x * scale:.{digits}g}"
+
+
+def render(results: list[ModelResult], device_name: str, args: argparse.Namespace) -> str:
+    lines = [f"# bench/real_arch.py on {device_name}", "",
+             f"torch {torch.__version__}; size {args.size}²; median of {args.repeats} after warm-up; bf16 unless --tiny; "
+             f"random weights (published configs), random text embeddings of the real shapes.", "",
+             "| model | mode | steps | guidance | size | end to end s | per forward ms | VAE decode ms | peak GiB | cold s | note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for row in r.rows:
+            lines.append(f"| {row.model} | {row.mode} | {row.steps} | {row.guidance} | {row.size} | {fmt(row.e2e_s)} | "
+                         f"{fmt(row.forward_ms)} | {fmt(row.vae_ms)} | {fmt(row.peak_gib)} | {fmt(row.cold_s)} | {row.note} |")
+    lines += ["", "## Lossless checks (zaoxiang vs stock, same weights and seed)", "",
+              f"Tolerances: one forward rel L2 ≤ {LOSSLESS_FORWARD_TOL}; final latents rel L2 ≤ {LOSSLESS_LATENT_TOL}.", ""]
+    for r in results:
+        fwd = r.checks.get("one_forward_rel_l2")
+        ok = fwd is not None and fwd <= LOSSLESS_FORWARD_TOL and all(
+            v["latents_rel_l2"] <= LOSSLESS_LATENT_TOL for k, v in r.checks.items() if isinstance(v, dict))
+        lines.append(f"- **{r.key}** ({r.params / 1e9:.3f}B params, built in {r.build_s:.1f} s; speed: {r.speed}): "
+                     f"{'PASS' if ok else 'FAIL'} — {json.dumps(r.checks)}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="tiny configs on CPU in fp32 (smoke test)")
+    ap.add_argument("--only", choices=sorted(REAL), action="append", help="models to run (repeatable); default all")
+    ap.add_argument("--steps", type=int, default=None, help="override every model's steps (skips the extra settings)")
+    ap.add_argument("--size", type=int, default=None, help="image side (default 1024, tiny 64)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="zaoxiang's regional compile")
+    ap.add_argument("--stock-compile", action="store_true", help="also time stock + whole-transformer torch.compile")
+    ap.add_argument("--big", action=argparse.BooleanOptionalAction, default=True, help="2x side through the tiled VAE")
+    ap.add_argument("--lossy", action="store_true", help="also time first-block cache and fp8")
+    ap.add_argument("--out", type=Path, default=None, help="results .md (default bench/results-<gpu>[-<only>].md)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("diffusers").setLevel(logging.ERROR)
+
+    cuda = torch.cuda.is_available() and not args.tiny
+    device = torch.device("cuda" if cuda else "cpu")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    args.size = args.size or (1024 if not args.tiny else 64)
+    specs = TINY if args.tiny else REAL
+    device_name = torch.cuda.get_device_name(device) if cuda else "cpu"
+    gpu = "cpu-tiny" if args.tiny else device_name.lower().replace("nvidia", "").strip().split()[0]
+    only = args.only or sorted(specs)
+    out = args.out or (REPO / ("runs" if args.tiny else "bench") / f"results-{gpu}{'-' + '-'.join(only) if args.only else ''}.md")
+
+    results = []
+    for key in only:
+        results.append(run_model(specs[key], args, device, dtype))
+        text = render(results, device_name, args)  # written after each model: a timeout keeps what finished
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        out.with_suffix(".json").write_text(json.dumps([r.__dict__ | {"rows": [x.__dict__ for x in r.rows]} for r in results],
+                                                       indent=1, default=str), encoding="utf-8")
+    print(text)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
