@@ -53,7 +53,9 @@ def default_runner(settings: Settings) -> Runner:
     registry = ModelRegistry.discover(
         settings.models, settings.models_dir, default=settings.default_model, include_builtin=settings.builtin
     )
-    return Runner(registry, settings.engine, settings.limits.to_limits())
+    from zaoxiang.engine.lora import LoraLibrary
+
+    return Runner(registry, settings.engine, settings.limits.to_limits(), loras=LoraLibrary(settings.lora_dir))
 
 
 def keys_required(settings: Settings) -> bool:

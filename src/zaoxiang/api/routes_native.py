@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
 from zaoxiang.api.deps import get_owner, get_service, prefer_wait, signature_valid
 from zaoxiang.api.errors import error_response
-from zaoxiang.api.schemas import ErrorBody, Health, JobCreate, JobList, JobView, ModelList, ModelView, job_view
+from zaoxiang.api.schemas import ErrorBody, Health, JobCreate, JobList, JobView, LoraView, ModelList, ModelView, job_view
+from zaoxiang.engine.lora import TURBO_FILE
 from zaoxiang.service.core import Service
 from zaoxiang.service.events import JobEvent
 from zaoxiang.service.jobs import Job, JobStatus
@@ -195,9 +196,11 @@ def list_models(request: Request, owner: str = Depends(get_owner)) -> ModelList:
                 revision=registry.revision(e),
                 default=e.name == registry.default,
                 warm=e.name in warm,
+                turbo=(e.path / TURBO_FILE).is_file(),
             )
             for e in registry.list()
-        ]
+        ],
+        loras=[LoraView(name=i.name, size_bytes=i.size_bytes) for i in svc.runner.loras.list()],
     )
 
 

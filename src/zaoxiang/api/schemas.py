@@ -87,11 +87,21 @@ class ModelView(BaseModel):
     revision: str
     default: bool
     warm: bool
+    # Whether the model's packaged turbo LoRA is installed (what "turbo": true applies).
+    turbo: bool = False
+
+
+class LoraView(BaseModel):
+    """A LoRA adapter requests may name in ``loras`` (besides "turbo", each model's own)."""
+
+    name: str
+    size_bytes: int
 
 
 class ModelList(BaseModel):
     object: str = "list"
     data: list[ModelView]
+    loras: list[LoraView] = Field(default_factory=list)
 
 
 class Health(BaseModel):

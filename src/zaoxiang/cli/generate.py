@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from zaoxiang.cli.common import add_model_flags, registry_for, settings_from_args
+from zaoxiang.engine.lora import LoraLibrary
 from zaoxiang.engine.metadata import encode_image
 from zaoxiang.engine.runner import Runner
 from zaoxiang.errors import InvalidRequest
@@ -30,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", type=int, default=1, help="number of images (seeds seed, seed+1, ...)")
     p.add_argument("--format", choices=sorted(_SUFFIX), default="png")
     p.add_argument("--upscale", type=int, choices=[2, 4], help="Real-ESRGAN upscale of every image (x2 or x4)")
+    p.add_argument(
+        "--lora", action="append", default=[], metavar="FILE[:SCALE]",
+        help="apply a LoRA file (safetensors, diffusers or kohya format) at SCALE (default 1); repeat to stack",
+    )
+    p.add_argument("--turbo", action="store_true", help="the model's turbo LoRA with its own steps and guidance")
     p.add_argument("-o", "--output", default=".", metavar="FILE|DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
@@ -50,6 +56,20 @@ def parse_size(text: str | None) -> tuple[int | None, int | None]:
     return int(w), int(h)
 
 
+def parse_lora_arg(text: str, library: LoraLibrary) -> dict[str, object]:
+    """``FILE`` or ``FILE:SCALE`` -> a request's LoRA entry, the file registered ad hoc under its stem."""
+    path, sep, scale_text = text.rpartition(":")
+    scale = 1.0
+    if sep and path:
+        try:
+            scale = float(scale_text)
+        except ValueError:
+            path = text  # a ':' that is part of the file name
+    else:
+        path = text
+    return {"name": library.register(path), "scale": scale}
+
+
 def output_paths(output: str, n: int, seeds: list[int], fmt: str) -> list[Path]:
     """-o DIR (existing, or ending in /) gets one file per seed; -o FILE gets FILE, FILE-2, ..."""
     out = Path(output)
@@ -68,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     registry, model_name = registry_for(settings, args.model)
     width, height = parse_size(args.size)
+    library = LoraLibrary(settings.lora_dir)
+    loras = [parse_lora_arg(arg, library) for arg in getattr(args, "lora", [])]
     request = parse_request(
         {
             k: v
@@ -83,13 +105,15 @@ def run(args: argparse.Namespace) -> int:
                 "model": model_name,
                 "output_format": args.format,
                 "upscale": getattr(args, "upscale", None),
+                "loras": loras or None,
+                "turbo": getattr(args, "turbo", False) or None,
             }.items()
             if v is not None
         },
         settings.limits.to_limits(),
     )
     registry.get(request.model)  # fail fast (no model installed / unknown name) before any loading
-    runner = Runner(registry, settings.engine, settings.limits.to_limits())
+    runner = Runner(registry, settings.engine, settings.limits.to_limits(), loras=library)
 
     bar: tqdm | None = None
 

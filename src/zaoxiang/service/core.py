@@ -136,6 +136,7 @@ class Service:
             request, routed_from = self.router.route(request, self.runner.registry.default)
         self.limits.check(request)
         self.runner.registry.get(request.model)  # unknown model → 404 now, not after queueing
+        self.runner.loras.check_names(request)  # unknown LoRA → 422 now (its file is read when it runs)
         self.gate.check_prompt(request, owner)
         self.limiter.take(owner)
         hit = self._cached(request, owner, webhook, routed_from)
