@@ -11,7 +11,7 @@ from typing import AsyncIterator
 import asyncio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from zaoxiang import __version__
@@ -137,12 +137,29 @@ def create_app(settings: Settings, runner: Runner | None = None, gate: Gate | No
 
 
 def _mount_web(app: FastAPI) -> None:
-    """The studio's static files at ``/`` when built; otherwise a page that links to the docs.
-    Mounted last, so every API route wins over a static path."""
-    if (WEB_DIR / "index.html").is_file():
-        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
-        return
+    """The studio's static files when built; otherwise a page at ``/`` that links to the docs.
 
-    @app.get("/", include_in_schema=False)
-    def index() -> HTMLResponse:
-        return HTMLResponse(FALLBACK_PAGE)
+    Each top-level file gets its own GET route and each folder its own mount, rather than one
+    catch-all mount at ``/``: a catch-all would answer a GET on a POST-only API route with 404
+    instead of 405 Method Not Allowed."""
+    index = WEB_DIR / "index.html"
+    if not index.is_file():
+
+        @app.get("/", include_in_schema=False)
+        def fallback() -> HTMLResponse:
+            return HTMLResponse(FALLBACK_PAGE)
+
+        return
+    for folder in sorted(p for p in WEB_DIR.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+        app.mount(f"/{folder.name}", StaticFiles(directory=folder), name=f"web-{folder.name}")
+    for file in sorted(p for p in WEB_DIR.iterdir() if p.is_file()):
+        paths = ["/", "/index.html"] if file == index else [f"/{file.name}"]
+        for path in paths:
+            app.add_api_route(path, _static_file(file), methods=["GET", "HEAD"], include_in_schema=False)
+
+
+def _static_file(path: Path):
+    def serve() -> FileResponse:
+        return FileResponse(path)
+
+    return serve
