@@ -3,7 +3,6 @@
 
 import httpx
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
