@@ -2,7 +2,8 @@ import subprocess
 import sys
 
 from zaoxiang.cli import main
-from zaoxiang.cli.generate import output_paths, parse_size
+from zaoxiang.cli.common import output_paths
+from zaoxiang.cli.generate import parse_size
 
 
 def test_generate_without_model_says_how_to_point_at_one(tmp_path, monkeypatch, capsys):

@@ -6,15 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
-from zaoxiang.cli.common import add_model_flags, registry_for, settings_from_args
-from zaoxiang.cli.generate import _SUFFIX, output_paths
+from zaoxiang.cli.common import SUFFIX, add_model_flags, registry_for, run_with_bar, settings_from_args, write_outputs
 from zaoxiang.engine.edit_inputs import EditUpload, MemoryInputs, edit_request
-from zaoxiang.engine.metadata import encode_image
 from zaoxiang.engine.runner import Runner
 from zaoxiang.errors import InvalidRequest
-from zaoxiang.protocol import ProgressEvent
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("-n", type=int, default=1, help="number of images (seeds seed, seed+1, ...)")
     p.add_argument("--upscale", type=int, choices=[2, 4], help="Real-ESRGAN upscale of the result")
-    p.add_argument("--format", choices=sorted(_SUFFIX), default="png")
+    p.add_argument("--format", choices=sorted(SUFFIX), default="png")
     p.add_argument("-o", "--output", default=".", metavar="FILE|DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
@@ -90,30 +85,8 @@ def run(args: argparse.Namespace) -> int:
     request = edit_request({k: v for k, v in fields.items() if v is not None}, upload, limits, inputs.put)
     registry.get(request.model)
     runner = Runner(registry, settings.engine, limits)
-    bar: tqdm | None = None
-
-    def on_progress(ev: ProgressEvent) -> None:
-        nonlocal bar
-        if args.quiet:
-            return
-        if bar is None:
-            bar = tqdm(total=ev.total, unit="step", desc=args.mode, file=sys.stderr)
-        bar.update(ev.step - bar.n)
-
-    try:
-        result = runner.run(request, on_progress=on_progress, inputs=inputs.get)
-    finally:
-        if bar is not None:
-            bar.close()
-    images = result.images
-    if not args.no_watermark:
-        from zaoxiang.safety.gate import SafetyGate  # imported here: only the watermark part is used
-
-        images = SafetyGate(settings.safety.resolved(settings.data_dir)).watermark(images, job_id=str(result.seeds[0]))
-    paths = output_paths(args.output, len(images), result.seeds, args.format)
-    for i, (image, path) in enumerate(zip(images, paths)):
-        path.write_bytes(encode_image(image, result, i, args.format))
-        print(path)
+    result = run_with_bar(runner, request, args.mode, args.quiet, inputs=inputs.get)
+    write_outputs(result, settings, args.output, args.format, watermark=not args.no_watermark)
     if not args.quiet:
         r = result.request
         print(

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from pathlib import Path
 
-from tqdm import tqdm
-
-from zaoxiang.cli.common import add_model_flags, registry_for, settings_from_args
+from zaoxiang.cli.common import (
+    SUFFIX,
+    add_model_flags,
+    registry_for,
+    run_with_bar,
+    settings_from_args,
+    write_outputs,
+)
 from zaoxiang.engine.lora import LoraLibrary
-from zaoxiang.engine.metadata import encode_image
 from zaoxiang.engine.runner import Runner
 from zaoxiang.errors import InvalidRequest
-from zaoxiang.protocol import ProgressEvent, parse_request
-
-_SUFFIX = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+from zaoxiang.protocol import parse_request
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, help="prompt strength; its meaning per family is in docs/architecture.md")
     p.add_argument("--seed", type=int)
     p.add_argument("-n", type=int, default=1, help="number of images (seeds seed, seed+1, ...)")
-    p.add_argument("--format", choices=sorted(_SUFFIX), default="png")
+    p.add_argument("--format", choices=sorted(SUFFIX), default="png")
     p.add_argument("--upscale", type=int, choices=[2, 4], help="Real-ESRGAN upscale of every image (x2 or x4)")
     p.add_argument(
         "--lora", action="append", default=[], metavar="FILE[:SCALE]",
@@ -70,20 +70,6 @@ def parse_lora_arg(text: str, library: LoraLibrary) -> dict[str, object]:
     return {"name": library.register(path), "scale": scale}
 
 
-def output_paths(output: str, n: int, seeds: list[int], fmt: str) -> list[Path]:
-    """-o DIR (existing, or ending in /) gets one file per seed; -o FILE gets FILE, FILE-2, ..."""
-    out = Path(output)
-    suffix = _SUFFIX[fmt]
-    if out.is_dir() or output.endswith(("/", "\\")):
-        out.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        return [out / f"zaoxiang-{stamp}-{s}{suffix}" for s in seeds]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if n == 1:
-        return [out]
-    return [out.with_name(f"{out.stem}-{i + 1}{out.suffix or suffix}") for i in range(n)]
-
-
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     registry, model_name = registry_for(settings, args.model)
@@ -115,32 +101,10 @@ def run(args: argparse.Namespace) -> int:
     registry.get(request.model)  # fail fast (no model installed / unknown name) before any loading
     runner = Runner(registry, settings.engine, settings.limits.to_limits(), loras=library)
 
-    bar: tqdm | None = None
-
-    def on_progress(ev: ProgressEvent) -> None:
-        nonlocal bar
-        if args.quiet:
-            return
-        if bar is None:
-            bar = tqdm(total=ev.total, unit="step", desc="denoise", file=sys.stderr)
-        bar.update(ev.step - bar.n)
-
     if not args.quiet:
         print(f"loading {request.model or registry.default} ...", file=sys.stderr)
-    try:
-        result = runner.run(request, on_progress=on_progress)
-    finally:
-        if bar is not None:
-            bar.close()
-    images = result.images
-    if not args.no_watermark:
-        from zaoxiang.safety.gate import SafetyGate  # imported here: only the watermark part is used
-
-        images = SafetyGate(settings.safety.resolved(settings.data_dir)).watermark(images, job_id=str(result.seeds[0]))
-    paths = output_paths(args.output, len(images), result.seeds, args.format)
-    for i, (image, path) in enumerate(zip(images, paths)):
-        path.write_bytes(encode_image(image, result, i, args.format))
-        print(path)
+    result = run_with_bar(runner, request, "denoise", args.quiet)
+    write_outputs(result, settings, args.output, args.format, watermark=not args.no_watermark)
     t = result.timings
     if not args.quiet:
         print(
