@@ -56,12 +56,40 @@ class EventBus(ABC):
         return None
 
 
+class Subscribers:
+    """This process's listeners (SSE connections), one asyncio queue each, keyed by job id.
+    Shared by every bus: only how events arrive differs between them."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, set[asyncio.Queue[JobEvent]]] = {}
+
+    def wanted(self, job_id: str) -> bool:
+        return bool(self._queues.get(job_id))
+
+    def deliver(self, event: JobEvent) -> None:
+        for q in self._queues.get(event.job_id, ()):
+            q.put_nowait(event)
+
+    @asynccontextmanager
+    async def listen(self, job_id: str) -> AsyncIterator[asyncio.Queue[JobEvent]]:
+        q: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._queues.setdefault(job_id, set()).add(q)
+        try:
+            yield q
+        finally:
+            queues = self._queues.get(job_id)
+            if queues is not None:
+                queues.discard(q)
+                if not queues:
+                    del self._queues[job_id]
+
+
 class LocalEventBus(EventBus):
     """In-process bus: one asyncio loop, subscribers keyed by job id."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop
-        self._subs: dict[str, set[asyncio.Queue[JobEvent]]] = {}
+        self._subs = Subscribers()
         self._progress: dict[str, JobEvent] = {}
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -85,21 +113,12 @@ class LocalEventBus(EventBus):
             self._progress[event.job_id] = event
         elif event.terminal:
             self._progress.pop(event.job_id, None)
-        for q in self._subs.get(event.job_id, ()):
-            q.put_nowait(event)
+        self._subs.deliver(event)
 
     @asynccontextmanager
     async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue[JobEvent]]:
-        q: asyncio.Queue[JobEvent] = asyncio.Queue()
-        self._subs.setdefault(job_id, set()).add(q)
-        try:
+        async with self._subs.listen(job_id) as q:
             yield q
-        finally:
-            subs = self._subs.get(job_id)
-            if subs is not None:
-                subs.discard(q)
-                if not subs:
-                    del self._subs[job_id]
 
     def latest_progress(self, job_id: str) -> JobEvent | None:
         return self._progress.get(job_id)

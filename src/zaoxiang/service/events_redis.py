@@ -22,7 +22,7 @@ from typing import AsyncIterator
 import redis
 import redis.asyncio as aredis
 
-from zaoxiang.service.events import EventBus, JobEvent
+from zaoxiang.service.events import EventBus, JobEvent, Subscribers
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class RedisEventBus(EventBus):
         self.r = client
         self.url = url
         self.prefix = prefix
-        self._subs: dict[str, set[asyncio.Queue[JobEvent]]] = {}
+        self._subs = Subscribers()
         self._reader: asyncio.Task | None = None
         self._ready: asyncio.Event | None = None
 
@@ -109,26 +109,14 @@ class RedisEventBus(EventBus):
                     pass
 
     def _deliver(self, job_id: str, data: str) -> None:
-        subs = self._subs.get(job_id)
-        if not subs:
-            return
-        event = JobEvent.model_validate_json(data)
-        for q in subs:
-            q.put_nowait(event)
+        if self._subs.wanted(job_id):  # parse only what a listener here waits for
+            self._subs.deliver(JobEvent.model_validate_json(data))
 
     @asynccontextmanager
     async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue[JobEvent]]:
         await self._ensure_reader()
-        q: asyncio.Queue[JobEvent] = asyncio.Queue()
-        self._subs.setdefault(job_id, set()).add(q)
-        try:
+        async with self._subs.listen(job_id) as q:
             yield q
-        finally:
-            subs = self._subs.get(job_id)
-            if subs is not None:
-                subs.discard(q)
-                if not subs:
-                    del self._subs[job_id]
 
     async def aclose(self) -> None:
         if self._reader is not None:
