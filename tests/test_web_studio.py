@@ -191,6 +191,7 @@ def test_recall_restores_every_parameter(open_page, api):
     assert page.input_value("#prompt") == "recall me 回忆"
     assert page.input_value("#negative") == ""
     assert (page.input_value("#width"), page.input_value("#height")) == ("80", "64")
+    assert page.input_value("#base") == ""  # 80×64 is no preset: the size select says "Custom"
     assert page.input_value("#steps") == "3" and float(page.input_value("#guidance")) == 2.5
     assert page.input_value("#seed") == "1234" and page.is_checked("#seed-lock")
     assert page.input_value("#n") == "2" and page.input_value("#model") == "tiny"
@@ -217,6 +218,17 @@ def test_turbo_toggle_is_sent(open_page, api):
     assert json.loads(req.value.post_data)["turbo"] is True
     # turbo is for the built-in model: on FLUX the job fails, and the card says why
     page.wait_for_selector('.job-card[data-status="failed"] .job-state >> text=/turbo/')
+
+
+def test_size_presets_follow_typed_sizes(open_page, api):
+    page = open_page()
+    page.select_option("#base", "512")
+    assert (page.input_value("#width"), page.input_value("#height")) == ("512", "512")
+    page.fill("#width", "96")
+    assert page.input_value("#base") == ""  # custom
+    page.fill("#width", "256")
+    page.fill("#height", "256")
+    assert page.input_value("#base") == "256" and page.is_checked('input[name="aspect"][value="1:1"]')
 
 
 def test_language_follows_the_browser_then_the_choice(open_page, api):

@@ -33,7 +33,7 @@ export class GenerateForm {
     }
     el.base.addEventListener("change", () => this.applyAspect());
     for (const input of [el.width, el.height]) {
-      input.addEventListener("input", () => this.syncAspectChip());
+      input.addEventListener("input", () => this.syncPresets());
     }
     el.seedLock.addEventListener("change", () => {
       el.seed.disabled = !el.seedLock.checked;
@@ -83,17 +83,29 @@ export class GenerateForm {
     const chosen = this.root.querySelector('input[name="aspect"]:checked');
     const ratio = chosen ? chosen.value : "1:1";
     if (!chosen) this.root.querySelector('input[name="aspect"][value="1:1"]').checked = true;
-    const { width, height } = sizeFor(ratio, Number(this.el.base.value));
+    // "Custom" size keeps the current pixel count when only the aspect changes.
+    const w = Number(this.el.width.value), h = Number(this.el.height.value);
+    const base = Number(this.el.base.value) || Math.round(Math.sqrt(w * h)) || 1024;
+    const { width, height } = sizeFor(ratio, base);
     this.el.width.value = width;
     this.el.height.value = height;
   }
 
-  syncAspectChip() {
+  // Show which aspect chip and size preset the typed or recalled width × height match, if any.
+  syncPresets() {
     const w = Number(this.el.width.value), h = Number(this.el.height.value);
+    let ratio = null;
     for (const radio of this.root.querySelectorAll('input[name="aspect"]')) {
       const [a, b] = radio.value.split(":").map(Number);
       radio.checked = w > 0 && h > 0 && Math.abs(w / h - a / b) < 0.02;
+      if (radio.checked) ratio = radio.value;
     }
+    const preset = ratio && [...this.el.base.options].find((o) => {
+      if (!o.value) return false;
+      const size = sizeFor(ratio, Number(o.value));
+      return size.width === w && size.height === h;
+    });
+    this.el.base.value = preset ? preset.value : "";
   }
 
   showError(message) {
@@ -139,7 +151,7 @@ export class GenerateForm {
     el.seed.value = seeded ? req.seed : "";
     el.seedLock.checked = seeded;
     el.seed.disabled = !seeded;
-    this.syncAspectChip();
+    this.syncPresets();
   }
 
   // After a job with a random seed, show which seed it used (without locking it).
