@@ -127,15 +127,9 @@ class Runner:
         )
         self.limits.check(resolved)
         if resolved.upscale:
-            from zaoxiang.engine.upscale import MAX_UPSCALED_SIDE
+            from zaoxiang.engine.upscale import check_upscale  # torch-only module, loaded when used
 
-            side = max(int(resolved.width), int(resolved.height)) * resolved.upscale
-            if side > MAX_UPSCALED_SIDE:
-                raise InvalidRequest(
-                    f"upscale x{resolved.upscale} of {resolved.width}x{resolved.height} makes a {side}-pixel side; "
-                    f"the limit is {MAX_UPSCALED_SIDE}",
-                    field="upscale",
-                )
+            check_upscale(int(resolved.width), int(resolved.height), resolved.upscale)
         if resolved.edit is not None:
             from zaoxiang.engine.editing import check_edit
 

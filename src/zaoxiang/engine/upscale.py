@@ -46,6 +46,18 @@ FP16_TAG = 0x01306B47  # ncnn's tag before fp16 weight data
 FP32_TAG = 0
 
 
+def check_upscale(width: int, height: int, factor: int | None) -> None:
+    """Refuse an upscale whose output side would pass MAX_UPSCALED_SIDE (field ``upscale``)."""
+    if not factor:
+        return
+    side = max(width, height) * factor
+    if side > MAX_UPSCALED_SIDE:
+        raise InvalidRequest(
+            f"upscale x{factor} of {width}x{height} makes a {side}-pixel side; the limit is {MAX_UPSCALED_SIDE}",
+            field="upscale",
+        )
+
+
 # -- ncnn files ---------------------------------------------------------------------------------
 
 
