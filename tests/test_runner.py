@@ -166,3 +166,14 @@ def test_loader_crash_becomes_model_load_error(tmp_path):
     with pytest.raises(ModelLoadError) as info:
         runner.run(GenerationRequest(prompt="x"))
     assert "weights truncated" in info.value.message
+
+
+def test_upscale_over_the_side_limit_names_the_field(tmp_path):
+    from zaoxiang.errors import InvalidRequest
+
+    runner, _ = make_runner(tmp_path)
+    with pytest.raises(InvalidRequest) as info:
+        runner.resolve(GenerationRequest(prompt="x", width=2560, height=1024, upscale=4, seed=1))
+    assert info.value.field == "upscale" and "8192" in info.value.message
+    ok = runner.resolve(GenerationRequest(prompt="x", width=2048, height=1024, upscale=4, seed=1))
+    assert ok.upscale == 4
