@@ -277,6 +277,8 @@ def _pyplot():
 def plot_loss(curves: dict[str, LossCurve], path: Path) -> None:
     """One panel per stage, log-scale loss over joined steps, a dashed line where each run begins."""
     plt = _pyplot()
+    from matplotlib.ticker import FormatStrFormatter
+
     fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 3.8), squeeze=False)
     for ax, curve in zip(axes[0], curves.values()):
         ax.plot(curve.steps, curve.losses, lw=1.4)
@@ -285,7 +287,12 @@ def plot_loss(curves: dict[str, LossCurve], path: Path) -> None:
                 ax.axvline(step, color="grey", ls="--", lw=0.8)
             ax.annotate(label, (step, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
                         textcoords="offset points", fontsize=7, color="grey")
-        ax.set_yscale("log" if min(curve.losses) > 0 else "linear")
+        if min(curve.losses) > 0:
+            ax.set_yscale("log")
+            # Label the in-between ticks too: a run spans about one decade, where only 0.1 and 1 get labels.
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+            ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
+            ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.set_title(f"{curve.stage} training loss")
         ax.set_xlabel("step (runs joined)")
         ax.set_ylabel("loss")
