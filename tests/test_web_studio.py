@@ -6,6 +6,7 @@ Screenshots (1280×800 and 390×844, English and Chinese) go to ``test-artifacts
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -49,23 +50,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[str]:
-    from zaoxiang.testing.tiny_models import save_tiny_model
-
-    tmp = tmp_path_factory.mktemp("studio")
-    folder = save_tiny_model("flux", tmp / "tiny-flux")
+@contextlib.contextmanager
+def _serve(tmp: Path, args: list[str], ready_path: str = "/readyz") -> Iterator[str]:
+    """A real ``zaoxiang serve`` subprocess on a free loopback port, stopped afterwards."""
     port = _free_port()
     env = {**os.environ, "ZAOXIANG_BUILTIN": "false"}
     cmd = [sys.executable, "-m", "zaoxiang", "serve", "--port", str(port), "--data-dir", str(tmp / "data"),
-           "--model", f"tiny={folder}", "--device", "cpu"]  # fmt: skip
+           "--device", "cpu", *args]  # fmt: skip
     log = open(tmp / "serve.log", "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+            if httpx.get(url + ready_path, timeout=2).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
@@ -82,6 +80,16 @@ def server(tmp_path_factory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    from zaoxiang.testing.tiny_models import save_tiny_model
+
+    tmp = tmp_path_factory.mktemp("studio")
+    folder = save_tiny_model("flux", tmp / "tiny-flux")
+    with _serve(tmp, ["--model", f"tiny={folder}"]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -220,8 +228,22 @@ def test_turbo_toggle_is_sent(open_page, api):
     page.wait_for_selector('.job-card[data-status="failed"] .job-state >> text=/turbo/')
 
 
+def test_a_server_without_models_says_how_to_add_one(browser, tmp_path):
+    with _serve(tmp_path, [], ready_path="/healthz") as url:
+        ctx = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 800})
+        page = ctx.new_page()
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready=true]")
+        notice = page.locator("#no-models")
+        assert notice.is_visible() and "--model" in notice.inner_text() and "模型" in notice.inner_text()
+        assert page.is_disabled("#generate")
+        _shot(page, "no-models-1280-zh")
+        ctx.close()
+
+
 def test_size_presets_follow_typed_sizes(open_page, api):
     page = open_page()
+    assert not page.locator("#no-models").is_visible() and not page.is_disabled("#generate")
     page.select_option("#base", "512")
     assert (page.input_value("#width"), page.input_value("#height")) == ("512", "512")
     page.fill("#width", "96")

@@ -57,6 +57,9 @@ class Studio {
       this.serverState = ready.status === "ready" ? { ok: true } : { ok: false, why: ready.detail || "" };
       const models = (await this.api.models()).data;
       this.form.setModels(models);
+      // A server with no model cannot generate: say how to add one instead of failing on click.
+      $("no-models").hidden = models.length > 0;
+      $("generate").disabled = models.length === 0;
       this.editor.setAvailable(await this.api.canEdit(models));
       await Promise.all([this.history.load(), this.gallery.load()]);
     } catch (err) {
