@@ -4,6 +4,8 @@
     zaoxiang train --preset base --stage dit --steps 100000 --out runs/dit --ae runs/ae --pack PACK
     zaoxiang train ... --resume                      # continue from OUT/latest.pt
     zaoxiang train ... --export src/zaoxiang/model/weights   # dit: write bf16 shards at the end
+    zaoxiang train --stage turbo --base WEIGHTS --steps 3000 --out runs/turbo --pack PACK \
+        --export WEIGHTS                             # turbo: distil WEIGHTS/turbo_lora.safetensors
 
 Runs without pydantic/diffusers (the GPU machine has neither): ``python -m zaoxiang.cli.train``.
 """
@@ -20,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="base", choices=("tiny", "base"))
-    p.add_argument("--stage", required=True, choices=("ae", "dit"))
+    p.add_argument("--stage", required=True, choices=("ae", "dit", "turbo"))
     p.add_argument("--steps", type=int, required=True, help="total steps (resumed steps count)")
     p.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, metrics, samples)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/latest.pt if present")
@@ -44,7 +46,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.add_argument("--init-from", type=Path, default=None,
                    help="dit: start from an exported weights folder when there is no checkpoint to resume")
-    p.add_argument("--export", type=Path, default=None, help="dit: write bf16 weights here at the end")
+    p.add_argument("--export", type=Path, default=None,
+                   help="dit: write bf16 weights here at the end; turbo: write turbo_lora.safetensors into this "
+                        "folder (or to this .safetensors path)")
+    p.add_argument("--base", type=Path, default=None, help="turbo: the base weights folder (teacher and start)")
+    p.add_argument("--rank", type=int, default=None, help="turbo: LoRA rank [32]")
+    p.add_argument("--teacher-guidance", type=float, default=None, help="turbo: teacher CFG [the base's default]")
+    p.add_argument("--teacher-substeps", type=int, default=None, help="turbo: teacher Euler steps per student step [8]")
 
 
 def register(subparsers) -> None:
@@ -76,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if args.stage == "turbo":
+        return run_turbo(args, device)
     overrides = {
         k: getattr(args, k)
         for k in ("batch_size", "lr", "warmup", "ema_decay", "caption_dropout", "seed", "log_every",
@@ -124,6 +134,57 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit("zaoxiang train: --export needs --stage dit")
         for path in export_checkpoint(args.out, args.export):
             print(f"exported {path}")
+    return 0
+
+
+def _resume_step(args: argparse.Namespace) -> int:
+    from zaoxiang.training.checkpoint import load_checkpoint
+
+    if not args.resume:
+        return 0
+    try:
+        return int(load_checkpoint(args.out, map_location="cpu")["step"])
+    except FileNotFoundError:
+        return 0
+
+
+def run_turbo(args: argparse.Namespace, device) -> int:
+    """The turbo stage (zaoxiang.training.distill): the model config comes from --base."""
+    from dataclasses import replace
+
+    import torch
+
+    from zaoxiang.model.text_encoder import E5TextEncoder
+    from zaoxiang.training.distill import DistillConfig, make_distiller, suggested
+
+    if args.base is None:
+        raise SystemExit("zaoxiang train: --stage turbo needs --base (the base weights folder)")
+    overrides = {
+        k: getattr(args, k)
+        for k in ("batch_size", "lr", "warmup", "ema_decay", "seed", "log_every", "ckpt_every", "sample_every",
+                  "keep_every", "compile", "progress", "rank", "teacher_guidance", "teacher_substeps")
+    }
+    cfg = DistillConfig(out=args.out, base=args.base, steps=args.steps, **suggested(device))
+    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    te_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    text_encoder = E5TextEncoder.load(args.text_encoder, device=device, dtype=te_dtype, subset_missing="unk")
+    from zaoxiang.model.serialization import load_weights
+
+    image_size = load_weights(args.base)[0].image_size
+    stream = make_stream(args.pack, cfg.batch_size, cfg.seed + _resume_step(args), args.zh_fraction, image_size, device)
+    distiller = make_distiller(cfg, text_encoder, stream, device)
+    if args.resume and distiller.resume():
+        print(f"resumed at step {distiller.step}", file=sys.stderr)
+    n_lora = sum(p.numel() for p in distiller.model.parameters() if p.requires_grad)
+    print(f"turbo {distiller.model_config.name}: LoRA rank {cfg.rank} ({n_lora / 1e6:.2f}M parameters), teacher "
+          f"guidance {distiller.guidance} x {cfg.teacher_substeps} sub-steps, batch {cfg.batch_size}, lr {cfg.lr}, "
+          f"device {device}", file=sys.stderr)
+    records = distiller.train()
+    if records:
+        last = records[-1]
+        print(f"step {last['step']} loss {last['loss']:.4f} {last['samples_per_s']:.0f} samples/s")
+    if args.export is not None:
+        print(f"exported {distiller.export(args.export)}")
     return 0
 
 
