@@ -19,7 +19,7 @@ from zaoxiang.model.pipeline import BuiltinPipeline
 from zaoxiang.model.serialization import save_weights
 from zaoxiang.protocol import parse_request
 from zaoxiang.settings import EngineSettings
-from zaoxiang.training.distill import DistillConfig, lora_targets, make_distiller, set_lora_scale
+from zaoxiang.training.distill import DistillConfig, lora_targets, main, make_distiller, set_lora_scale
 from zaoxiang.training.synthetic import SyntheticStream
 
 
@@ -156,6 +156,17 @@ def test_resume_refuses_another_rank(trained, base_dir, batch):
     other = make_distiller(_cfg(d.run_dir, base_dir, 31, rank=8), StubTextEncoder(), Fixed(batch))
     with pytest.raises(ValueError, match="rank"):
         other.resume()
+
+
+def test_export_command_and_wrong_checkpoint(trained, tmp_path):
+    d, _, _ = trained
+    assert main([str(d.run_dir), str(tmp_path / "x.safetensors")]) == 0
+    assert load_lora(tmp_path / "x.safetensors").metadata["recommended_steps"] == "4"
+    from zaoxiang.training.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "dit", {"stage": "dit", "step": 1})
+    with pytest.raises(ValueError, match="'dit' checkpoint"):
+        main([str(tmp_path / "dit"), str(tmp_path)])
 
 
 def test_export_runs_as_the_engines_turbo(trained, base_dir):

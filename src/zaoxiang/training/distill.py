@@ -458,3 +458,20 @@ def make_distiller(cfg: DistillConfig, text_encoder: TextEncoder, stream: Iterab
     model_config, transformer, autoencoder = load_base(cfg.base)
     return TurboDistiller(cfg, model_config, transformer, autoencoder, text_encoder, stream, device,
                           base_revision=weights_revision(cfg.base))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m zaoxiang.training.distill RUN_DIR OUT``: export a (possibly unfinished) run."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="export a turbo checkpoint's EMA LoRA as turbo_lora.safetensors")
+    parser.add_argument("checkpoint", help="checkpoint file or run directory (uses latest.pt)")
+    parser.add_argument("out", help="folder (gets turbo_lora.safetensors) or a .safetensors path")
+    args = parser.parse_args(argv)
+    path = export_turbo(args.checkpoint, args.out)
+    print(f"{path}  {path.stat().st_size / 2**20:.2f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
