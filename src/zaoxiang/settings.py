@@ -18,6 +18,8 @@ from zaoxiang.safety.settings import SafetySettings
 from zaoxiang.service.scale_settings import CanaryMode, RedisSettings, S3Settings
 
 MemoryMode = Literal["auto", "none", "vae_tiling", "model_offload", "sequential_offload"]
+# Mapped to engine options by zaoxiang.engine.speed.options_for_profile (kept there: it imports torch).
+SpeedProfile = Literal["stock", "lossless", "lossy"]
 
 
 class LimitSettings(BaseModel):
@@ -38,6 +40,9 @@ class EngineSettings(BaseModel):
     vae_tiling_pixels: int = Field(default=1536 * 1536, ge=64 * 64)
     # How many loaded pipelines stay warm at once (LRU). One is right for a single GPU.
     warm_models: int = Field(default=1, ge=1, le=8)
+    # Speed profile for diffusers pipelines (docs/performance.md). "stock" until bench/real_arch.py
+    # has measured "lossless" and "lossy" on a GPU; "lossy" changes pixels and the cache key.
+    speed: SpeedProfile = "stock"
 
 
 AuthMode = Literal["auto", "required"]

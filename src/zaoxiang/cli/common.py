@@ -27,12 +27,18 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
         choices=["auto", "none", "vae_tiling", "model_offload", "sequential_offload"],
         help="how to fit big models on small GPUs (default: auto)",
     )
+    p.add_argument(
+        "--speed",
+        choices=["stock", "lossless", "lossy"],
+        help="speed profile for diffusers models: lossless = same output faster, lossy = faster, "
+        "other pixels (default: stock; see docs/performance.md)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     settings = Settings.load(models_dir=getattr(args, "models_dir", None))
     engine = settings.engine.model_copy(
-        update={k: v for k, v in {"device": args.device, "memory_mode": args.memory_mode}.items() if v is not None}
+        update={k: v for k, v in {"device": args.device, "memory_mode": args.memory_mode, "speed": getattr(args, "speed", None)}.items() if v is not None}
     )
     return settings.model_copy(update={"engine": engine})
 

@@ -24,6 +24,7 @@ from zaoxiang.engine.lora import LoraLibrary, applied_loras
 from zaoxiang.engine.pipelines.base import LoadedPipeline, PhaseTimer, RunContext
 from zaoxiang.engine.precision import PrecisionPolicy, resolve_device
 from zaoxiang.engine.registry import ModelEntry, ModelRegistry
+from zaoxiang.engine.speed import profile_cache_suffix
 from zaoxiang.errors import Cancelled, InvalidRequest, ModelLoadError, ZaoxiangError
 from zaoxiang.protocol import GenerationRequest, GenerationResult, Limits, ModelIdentity, ProgressEvent
 from zaoxiang.settings import EngineSettings
@@ -97,6 +98,11 @@ class Runner:
         log.info("loaded %s (%s) on %s in %.2fs", entry.name, entry.family, self.policy.device, load_s)
         self._warm[entry.name] = (pipe, load_s)
         return pipe, load_s
+
+    @property
+    def cache_dtype(self) -> str:
+        """The dtype string of the cache key: compute dtype, plus the speed profile when it changes pixels."""
+        return self.policy.dtype_name + profile_cache_suffix(self.settings.speed)
 
     def identity(self, entry: ModelEntry) -> ModelIdentity:
         source = "builtin" if entry.kind == "builtin" else str(entry.path)

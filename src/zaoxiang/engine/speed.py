@@ -88,6 +88,33 @@ class SpeedOptions:
         return cls(compile="off", compile_vae=False, vae_channels_last=False, cudnn_benchmark=False, cfg_batch=False)
 
 
+SPEED_PROFILES = ("stock", "lossless", "lossy")
+LOSSY_FIRST_BLOCK_CACHE = 0.08  # the threshold bench/real_arch.py times; quality to be measured on the built-in model
+
+
+def options_for_profile(name: str) -> SpeedOptions:
+    """The one mapping from ``EngineSettings.speed`` to options.
+
+    "stock": everything off (diffusers as shipped); "lossless": compile of the repeated blocks,
+    VAE channels-last/cuDNN/compile, Qwen CFG batching (equal to stock within bf16 rounding);
+    "lossy": lossless + First Block Cache + fp8 matmuls (fp8 only where the GPU has them).
+    The default stays "stock" until bench/real_arch.py has measured the others on a GPU.
+    """
+    if name == "stock":
+        return SpeedOptions.stock()
+    if name == "lossless":
+        return SpeedOptions()
+    if name == "lossy":
+        return SpeedOptions(first_block_cache=LOSSY_FIRST_BLOCK_CACHE, fp8=True)
+    raise SpeedConfigError("engine.speed", f"must be one of {', '.join(SPEED_PROFILES)}, not {name!r}")
+
+
+def profile_cache_suffix(name: str) -> str:
+    """What the profile adds to the cache key's dtype: nothing for profiles whose output equals
+    stock (within bf16 rounding), the profile for those that change pixels."""
+    return "" if options_for_profile(name).lossless else f"+speed={name}"
+
+
 @dataclass(frozen=True)
 class SpeedChoice:
     name: str

@@ -164,7 +164,7 @@ class Service:
         resolved = fill_defaults(request, entry.name, defaults)
         revision = self.runner.registry.revision(entry)
         try:
-            key = request_key(resolved, revision, self.runner.policy.dtype_name)
+            key = request_key(resolved, revision, self.runner.cache_dtype)
         except ValueError:
             return None
         images = self.cache.get(key)

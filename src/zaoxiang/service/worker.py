@@ -185,7 +185,7 @@ class Worker:
         resolved = self.runner.resolve(job.resolved or job.request, pipe)
         revision = self.runner.registry.revision(entry)
         self.queue.set_resolved(job.id, resolved, revision)
-        key = request_key(resolved, revision, self.runner.policy.dtype_name)
+        key = request_key(resolved, revision, self.runner.cache_dtype)
         if job.request.seed is not None:
             hit = self.cache.get(key)
             if hit is not None:

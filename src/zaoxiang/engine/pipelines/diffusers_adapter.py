@@ -33,6 +33,7 @@ from zaoxiang.engine.pipelines.families import FamilySpec, family_spec, schedule
 from zaoxiang.engine.precision import PrecisionPolicy, check_latents, guarded_decode
 from zaoxiang.engine.prompt_weighting import weighted_encode
 from zaoxiang.engine.registry import ModelEntry, folder_revision
+from zaoxiang.engine.speed import SpeedReport, apply_speed, options_for_profile, reset_step_caches
 from zaoxiang.errors import GenerationFailed, InvalidRequest, ModelLoadError
 from zaoxiang.protocol import GenerationRequest, ModelIdentity
 from zaoxiang.settings import EngineSettings
@@ -59,8 +60,11 @@ def load_diffusers_pipeline(entry: ModelEntry, policy: PrecisionPolicy, settings
     pipe.set_progress_bar_config(disable=True)
     plan = plan_memory(settings.memory_mode, policy.device, settings.vae_tiling_pixels)
     place_pipeline(pipe, plan, policy.device)
+    # After placement: compiled graphs and fp8 buffers must be built on the device they run on.
+    speed = apply_speed(pipe, entry.family, options_for_profile(settings.speed), policy.device)
+    log.info("speed profile %s for %s: %s", settings.speed, entry.name, speed.summary())
     identity = ModelIdentity(name=entry.name, family=entry.family, revision=folder_revision(entry.path), source=str(entry.path))
-    return DiffusersPipeline(pipe, spec, identity, policy, plan, spec.defaults(pipe, entry.path))
+    return DiffusersPipeline(pipe, spec, identity, policy, plan, spec.defaults(pipe, entry.path), speed=speed)
 
 
 class DiffusersPipeline(LoadedPipeline):
@@ -74,8 +78,10 @@ class DiffusersPipeline(LoadedPipeline):
         policy: PrecisionPolicy,
         memory: MemoryPlan,
         defaults: ModelDefaults,
+        speed: SpeedReport | None = None,
     ) -> None:
         self.pipe = pipe
+        self.speed = speed  # what apply_speed did at load (None: nothing was applied)
         self.spec = spec
         self.identity = identity
         self.defaults = defaults
@@ -181,6 +187,8 @@ class DiffusersPipeline(LoadedPipeline):
     ) -> torch.Tensor:
         pipe = self.pipe if edit is None else self._edit_pipe(edit.mode)
         pipe.scheduler = self._fresh_scheduler(ctx.request)
+        # A cancelled run leaves First Block Cache residuals / a CFG pair behind: never reuse them.
+        reset_step_caches(pipe)
         n = len(ctx.seeds)
 
         def on_step_end(pipe: Any, i: int, t: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
