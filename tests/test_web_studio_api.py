@@ -1,13 +1,16 @@
 """The studio's own endpoints (``routes_studio``): prompt search over history and gallery, and
-removing a finished job from them. Real app, real worker, the fake colour model."""
+deleting a finished job (the real delete). Real app, real worker, the fake colour model."""
 
 from __future__ import annotations
+
+import sqlite3
 
 import httpx
 import pytest
 
 from tests.service_support import fake_runner, live_server, make_settings, wait_status
-from zaoxiang.api.routes_studio import RemovedJobs
+from zaoxiang.api.routes_studio import LEGACY_DB
+from zaoxiang.service.auth import ANONYMOUS
 
 
 @pytest.fixture
@@ -55,26 +58,37 @@ def test_status_filter_and_cursor_pages_do_not_skip_or_repeat(client):
     assert _ids(client, status="failed") == []
 
 
-def test_removed_jobs_leave_history_and_gallery_but_not_the_job_store(client, server):
+def test_deleted_jobs_leave_history_gallery_job_store_and_images(client):
     keep = _done(client, "keep me")
     gone = _done(client, "remove me")
     r = client.delete(f"/v1/studio/jobs/{gone['id']}")
     assert r.status_code == 204 and r.content == b""
     assert _ids(client) == [keep["id"]]
     assert _ids(client, q="remove") == []
-    # the job store still answers for it (the native API is unchanged), and removing twice is fine
-    assert client.get(f"/v1/jobs/{gone['id']}").json()["status"] == "succeeded"
-    assert client.delete(f"/v1/studio/jobs/{gone['id']}").status_code == 204
+    # the real delete: the native API no longer knows the job, its image is gone, twice is 404
+    assert client.get(f"/v1/jobs/{gone['id']}").status_code == 404
+    assert client.get(gone["images"][0]["url"]).status_code == 404
+    assert client.get(keep["images"][0]["url"]).status_code == 200
+    assert client.delete(f"/v1/studio/jobs/{gone['id']}").status_code == 404
 
 
-def test_a_removal_survives_a_restart(tmp_path):
+def test_removals_of_an_older_studio_become_real_deletes(tmp_path):
     settings = make_settings(tmp_path)
     with live_server(settings, fake_runner(tmp_path, steps=1)) as live, httpx.Client(base_url=live.url, timeout=30) as c:
-        job = _done(c, "gone for good")
-        assert c.delete(f"/v1/studio/jobs/{job['id']}").status_code == 204
+        hidden = _done(c, "hidden before the upgrade")
+        kept = _done(c, "kept")
+    # the file an older studio left: its "removed" table lists jobs it only hid
+    conn = sqlite3.connect(str(tmp_path / LEGACY_DB))
+    conn.execute("CREATE TABLE removed (owner TEXT NOT NULL, job_id TEXT NOT NULL, removed_at REAL NOT NULL, "
+                 "PRIMARY KEY (owner, job_id))")  # fmt: skip
+    conn.executemany("INSERT INTO removed VALUES (?, ?, 0)", [(ANONYMOUS, hidden["id"]), (ANONYMOUS, "job_0123456789abcdef01234567")])
+    conn.commit()
+    conn.close()
     with live_server(settings, fake_runner(tmp_path, steps=1)) as live, httpx.Client(base_url=live.url, timeout=30) as c:
-        assert job["id"] not in _ids(c)
-        assert c.get(f"/v1/jobs/{job['id']}").status_code == 200
+        assert _ids(c) == [kept["id"]]
+        assert c.get(f"/v1/jobs/{hidden['id']}").status_code == 404
+        assert c.get(f"/v1/images/{hidden['images'][0]['id']}").status_code == 404
+        assert not (tmp_path / LEGACY_DB).exists()
 
 
 def test_unfinished_unknown_and_malformed_jobs_are_refused(tmp_path):
@@ -94,7 +108,7 @@ def test_unfinished_unknown_and_malformed_jobs_are_refused(tmp_path):
         assert r.status_code == 422 and r.json()["error"]["field"] == "q"
 
 
-def test_other_keys_neither_see_nor_remove_my_jobs(tmp_path):
+def test_other_keys_neither_see_nor_delete_my_jobs(tmp_path):
     settings = make_settings(tmp_path, auth="required")
     with live_server(settings, fake_runner(tmp_path, steps=1)) as live:
         keys = live.app.state.service.auth.keys
@@ -107,13 +121,3 @@ def test_other_keys_neither_see_nor_remove_my_jobs(tmp_path):
             assert them.delete(f"/v1/studio/jobs/{job['id']}").status_code == 404
             assert _ids(me) == [job["id"]]
             assert httpx.get(live.url + "/v1/studio/jobs").status_code == 401
-
-
-def test_removed_jobs_store_is_per_owner(tmp_path):
-    store = RemovedJobs(tmp_path / "studio.sqlite3")
-    store.add("a", "job_1")
-    store.add("a", "job_1")
-    assert store.among("a", ["job_1", "job_2"]) == {"job_1"}
-    assert store.among("b", ["job_1"]) == set()
-    assert store.among("a", []) == set()
-    store.close()

@@ -80,11 +80,26 @@ def list_jobs(
     return JobList(data=[_view(svc, j, request) for j in page.jobs], next_cursor=page.next_cursor)
 
 
-@router.delete("/v1/jobs/{job_id}", response_model=JobView, responses={409: {"model": ErrorBody}, **ERRORS}, tags=["jobs"])
-async def cancel_job(request: Request, job_id: str = JOB_ID, owner: str = Depends(get_owner)) -> JobView:
+@router.delete(
+    "/v1/jobs/{job_id}",
+    response_model=JobView,
+    responses={204: {"description": "purged"}, 409: {"model": ErrorBody}, **ERRORS},
+    tags=["jobs"],
+)
+async def cancel_job(
+    request: Request,
+    job_id: str = JOB_ID,
+    owner: str = Depends(get_owner),
+    purge: bool = Query(default=False, description="delete the finished job and the images no other job uses"),
+) -> JobView | Response:
     """Cancel a queued job at once, or a running one within one denoising step. Answers with the
-    job as it stands once cancelled (or after 10 s, still running with the cancel pending)."""
+    job as it stands once cancelled (or after 10 s, still running with the cancel pending).
+    With ``purge=true``: delete a finished job now (204), 409 ``job_not_finished`` while it is
+    queued or running."""
     svc = get_service(request)
+    if purge:
+        svc.delete_job(job_id, owner)
+        return Response(status_code=204)
     job = svc.cancel(job_id, owner)
     if not job.status.terminal:
         job = await svc.wait(job_id, 10.0)

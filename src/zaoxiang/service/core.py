@@ -213,6 +213,16 @@ class Service:
             self.worker.cancel(job_id)
         return job
 
+    def delete_job(self, job_id: str, owner: str | None) -> list[str]:
+        """Delete a finished job now, with the images no other job (of any key) still uses, and
+        the cache entries that point at those images, so the same request later runs again
+        instead of answering with a missing file. Returns the deleted image ids."""
+        gone = self.queue.delete(job_id, owner)
+        for key in gone:
+            self.store.delete(key)
+        self.cache.forget_images(gone)
+        return gone
+
     async def wait(self, job_id: str, timeout: float) -> Job:
         """The job once it is finished, or as it stands when ``timeout`` runs out."""
         async with self.bus.subscribe(job_id) as events:

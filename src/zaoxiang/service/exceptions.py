@@ -42,3 +42,10 @@ class Unauthorized(ZaoxiangError):
 class JobNotCancellable(ZaoxiangError):
     code = "job_finished"
     http_status = 409
+
+
+class JobNotFinished(ZaoxiangError):
+    """Deleting a job that is still queued or running: it must be cancelled first."""
+
+    code = "job_not_finished"
+    http_status = 409

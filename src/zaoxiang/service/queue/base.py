@@ -86,6 +86,13 @@ class JobQueue(ABC):
         references any more (the caller deletes them from the store)."""
 
     @abstractmethod
+    def delete(self, job_id: str, owner: str | None) -> list[str]:
+        """Delete one finished job of ``owner`` (any owner when None) now; return the image ids no
+        remaining job references (the caller deletes them from the store). Raise JobNotFound
+        when there is no such job or it is another owner's, JobNotFinished while it is queued
+        or running."""
+
+    @abstractmethod
     def image_visible(self, image_id: str, owner: str | None) -> StoredImage | None:
         """The image if a job of ``owner`` (any owner when None) produced it."""
 

@@ -41,7 +41,7 @@ from typing import Callable, Iterable
 import redis
 
 from zaoxiang.protocol import GenerationRequest
-from zaoxiang.service.exceptions import JobNotCancellable, JobNotFound, QueueFull
+from zaoxiang.service.exceptions import JobNotCancellable, JobNotFinished, JobNotFound, QueueFull
 from zaoxiang.service.jobs import Job, JobError, JobStatus, StoredImage
 from zaoxiang.service.queue.base import JobQueue, Page, Recovery
 
@@ -669,6 +669,32 @@ class RedisJobQueue(JobQueue):
                 p.zrem(self.k.finished, job_id)
                 p.execute()
         return sorted(i for i in touched if not self.r.exists(self.k.image(i)))
+
+    def delete(self, job_id: str, owner: str | None) -> list[str]:
+        key = self.k.job(job_id)
+        with self.r.pipeline() as p:
+            while True:
+                try:
+                    # WATCH the job: a cancel or completion racing this delete restarts the check.
+                    p.watch(key)
+                    raw = p.hgetall(key)
+                    job = self._decode(raw) if raw else None
+                    if job is None or (owner is not None and job.owner != owner):
+                        raise JobNotFound(f"no job {job_id!r}", field="id")
+                    if not job.status.terminal:
+                        raise JobNotFinished(f"job {job_id} is {job.status.value}; cancel it first", field="id")
+                    p.multi()
+                    for im in job.images:
+                        p.hdel(self.k.image(im.id), job.id)  # the hash vanishes with its last field
+                    p.zrem(self.k.owner_jobs(job.owner), job_id)
+                    p.zrem(self.k.jobs, job_id)
+                    p.zrem(self.k.finished, job_id)
+                    p.delete(key)
+                    p.execute()
+                    break
+                except redis.WatchError:
+                    continue
+        return sorted({im.id for im in job.images if not self.r.exists(self.k.image(im.id))})
 
     def image_visible(self, image_id: str, owner: str | None) -> StoredImage | None:
         for value in self.r.hvals(self.k.image(image_id)):

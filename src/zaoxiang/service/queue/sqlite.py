@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from zaoxiang.protocol import GenerationRequest
-from zaoxiang.service.exceptions import JobNotCancellable, JobNotFound, QueueFull
+from zaoxiang.service.exceptions import JobNotCancellable, JobNotFinished, JobNotFound, QueueFull
 from zaoxiang.service.jobs import Job, JobError, JobStatus, StoredImage
 from zaoxiang.service.queue.base import JobQueue, Page, Recovery
 
@@ -329,6 +329,22 @@ class SqliteJobQueue(JobQueue):
             c.execute(f"DELETE FROM jobs WHERE id IN ({marks})", old)
             still = {r[0] for r in c.execute("SELECT DISTINCT image_id FROM job_images")} if images else set()
             return sorted(images - still)
+
+    def delete(self, job_id: str, owner: str | None) -> list[str]:
+        with self._tx() as c:
+            job = self._load(c, job_id)
+            if owner is not None and job.owner != owner:
+                raise JobNotFound(f"no job {job_id!r}", field="id")
+            if not job.status.terminal:
+                raise JobNotFinished(f"job {job_id} is {job.status.value}; cancel it first", field="id")
+            images = {r[0] for r in c.execute("SELECT image_id FROM job_images WHERE job_id = ?", (job_id,))}
+            c.execute("DELETE FROM job_images WHERE job_id = ?", (job_id,))
+            c.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            # The same transaction sees every other job's links, so no concurrent cache hit can
+            # link an image between this check and the delete.
+            return sorted(
+                i for i in images if c.execute("SELECT 1 FROM job_images WHERE image_id = ? LIMIT 1", (i,)).fetchone() is None
+            )
 
     def image_visible(self, image_id: str, owner: str | None) -> StoredImage | None:
         sql, args = "SELECT data FROM job_images WHERE image_id = ?", [image_id]

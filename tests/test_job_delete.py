@@ -1,0 +1,196 @@
+"""Deleting a finished job: ``JobQueue.delete`` on both backends, ``Service.delete_job`` (store and
+cache follow), and ``DELETE /v1/jobs/{id}?purge=true`` over HTTP. Images are content-addressed, so
+one file can belong to several jobs (a cache hit, possibly of another key): it goes with the last."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import httpx
+import pytest
+import redis
+
+from tests.scale_support import redis_server
+from tests.service_support import fake_runner, live_server, make_settings, wait_status
+from zaoxiang.protocol import GenerationRequest
+from zaoxiang.service.cache import ResultCache, SqliteResultCache
+from zaoxiang.service.cache_redis import RedisResultCache
+from zaoxiang.service.core import Service
+from zaoxiang.service.exceptions import JobNotFinished, JobNotFound
+from zaoxiang.service.jobs import Job, JobStatus, StoredImage, new_job_id
+from zaoxiang.service.queue.base import JobQueue
+from zaoxiang.service.queue.redis import RedisJobQueue
+from zaoxiang.service.queue.sqlite import SqliteJobQueue
+from zaoxiang.service.store.local import LocalImageStore
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    with redis_server(tmp_path_factory.mktemp("redis")) as rs:
+        yield rs.url
+
+
+@dataclass
+class Backend:
+    queue: JobQueue
+    cache: ResultCache
+    store: LocalImageStore
+    has_entry: object  # (key) -> bool: the cache still holds the entry, whatever its images
+
+    def delete_job(self, job_id: str, owner: str | None) -> list[str]:
+        # Service.delete_job reads only queue, store and cache: run it on exactly these three.
+        return Service.delete_job(SimpleNamespace(queue=self.queue, store=self.store, cache=self.cache), job_id, owner)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request, tmp_path):
+    store = LocalImageStore(tmp_path / "images")
+    if request.param == "sqlite":
+        queue = SqliteJobQueue(tmp_path / "jobs.sqlite3")
+        cache = SqliteResultCache(tmp_path / "cache.sqlite3", store)
+
+        def has_entry(key: str) -> bool:
+            return cache._conn.execute("SELECT 1 FROM cache WHERE key = ?", (key,)).fetchone() is not None
+
+        yield Backend(queue, cache, store, has_entry)
+        queue.close()
+        cache.close()
+        return
+    client = redis.Redis.from_url(request.getfixturevalue("redis_url"), decode_responses=True)
+    prefix = f"del{next(_prefixes)}"
+    queue = RedisJobQueue(client, prefix=prefix, model_of=lambda j: "m", consumer="w1", models=lambda: ("m",), block_s=0.05)
+    cache = RedisResultCache(client, store, prefix, ttl_s=60)
+    yield Backend(queue, cache, store, lambda key: client.exists(f"{prefix}:cache:{key}") == 1)
+    client.close()
+
+
+def _image(store: LocalImageStore, data: bytes) -> StoredImage:
+    return StoredImage(id=store.put(data), index=0, seed=1, width=8, height=8, content_type="image/png")
+
+
+def _succeeded(q: JobQueue, owner: str, images: list[StoredImage]) -> Job:
+    job = Job(id=new_job_id(), owner=owner, request=GenerationRequest(prompt="p", seed=1))
+    q.submit(job)
+    claimed = q.claim()
+    assert claimed is not None and claimed.id == job.id
+    return q.succeed(job.id, images, cache_hit=False, timings={})
+
+
+def _cache_hit(q: JobQueue, owner: str, images: list[StoredImage]) -> Job:
+    now = time.time()
+    job = Job(id=new_job_id(), owner=owner, request=GenerationRequest(prompt="p", seed=1), status=JobStatus.succeeded,
+              created_at=now, started_at=now, finished_at=now, cache_hit=True, images=images)  # fmt: skip
+    q.insert_finished(job)
+    return job
+
+
+def test_delete_removes_the_job_and_its_unshared_images(backend):
+    mine, kept = _image(backend.store, b"mine"), _image(backend.store, b"kept")
+    a = _succeeded(backend.queue, "a", [mine])
+    b = _succeeded(backend.queue, "a", [kept])
+    backend.cache.put("ka", [mine])
+    assert backend.delete_job(a.id, "a") == [mine.id]
+    assert backend.queue.get(a.id) is None and backend.queue.image_visible(mine.id, None) is None
+    assert not backend.store.exists(mine.id) and not backend.has_entry("ka")
+    assert [j.id for j in backend.queue.list("a").jobs] == [b.id]
+    assert backend.store.exists(kept.id) and backend.queue.image_visible(kept.id, "a") == kept
+    with pytest.raises(JobNotFound):  # deleting twice: it is gone
+        backend.delete_job(a.id, "a")
+
+
+def test_a_shared_image_survives_until_its_last_job_is_deleted(backend):
+    shared = _image(backend.store, b"shared")
+    first = _succeeded(backend.queue, "a", [shared])
+    backend.cache.put("k", [shared])
+    hit = _cache_hit(backend.queue, "b", [shared])  # another key's identical request
+    assert backend.delete_job(first.id, "a") == []
+    assert backend.store.exists(shared.id) and backend.cache.get("k") == [shared]
+    assert backend.queue.image_visible(shared.id, "a") is None
+    assert backend.queue.image_visible(shared.id, "b") == shared
+    assert backend.delete_job(hit.id, None) == [shared.id]
+    assert not backend.store.exists(shared.id)
+    assert not backend.has_entry("k") and backend.cache.get("k") is None
+
+
+def test_unfinished_jobs_are_refused_and_kept(backend):
+    q = backend.queue
+    running = Job(id=new_job_id(), owner="a", request=GenerationRequest(prompt="p"))
+    queued = Job(id=new_job_id(), owner="a", request=GenerationRequest(prompt="p"))
+    q.submit(running)
+    assert q.claim().id == running.id
+    q.submit(queued)
+    for job_id, state in ((running.id, "running"), (queued.id, "queued")):
+        with pytest.raises(JobNotFinished) as exc:
+            q.delete(job_id, "a")
+        assert exc.value.code == "job_not_finished" and exc.value.http_status == 409 and state in str(exc.value)
+        assert q.get(job_id).status.value == state
+    q.mark_cancelled(running.id, "stop")
+    assert q.delete(running.id, "a") == []
+    assert q.get(running.id) is None
+
+
+def test_another_keys_job_is_not_found_and_survives(backend):
+    img = _image(backend.store, b"theirs")
+    theirs = _succeeded(backend.queue, "b", [img])
+    with pytest.raises(JobNotFound):
+        backend.delete_job(theirs.id, "a")
+    with pytest.raises(JobNotFound):
+        backend.delete_job("job_0123456789abcdef01234567", "a")
+    assert backend.queue.get(theirs.id) is not None and backend.store.exists(img.id)
+
+
+# -- over HTTP (embedded backend, real worker, the fake colour model) ------------------------------
+
+
+def _wait(c: httpx.Client, body: dict) -> dict:
+    job = c.post("/v1/jobs", json=body, headers={"Prefer": "wait=20"}).json()
+    assert job["status"] == "succeeded", job
+    return job
+
+
+def test_purge_deletes_job_images_and_cache_entry_and_refuses_running_jobs(tmp_path):
+    runner = fake_runner(tmp_path, step_delay=0.3, steps=3)
+    with live_server(make_settings(tmp_path), runner) as live, httpx.Client(base_url=live.url, timeout=30) as c:
+        job = _wait(c, {"prompt": "gone", "seed": 7, "steps": 1})
+        url = job["images"][0]["url"]
+        assert c.get(url).status_code == 200
+        slow = c.post("/v1/jobs", json={"prompt": "slow", "steps": 30}).json()
+        wait_status(c, slow["id"], {"running"})
+        r = c.delete(f"/v1/jobs/{slow['id']}", params={"purge": "true"})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "job_not_finished"
+        assert c.delete(f"/v1/jobs/{slow['id']}").json()["status"] == "cancelled"  # without purge: cancel
+        r = c.delete(f"/v1/jobs/{job['id']}", params={"purge": "true"})
+        assert r.status_code == 204 and r.content == b""
+        assert c.get(f"/v1/jobs/{job['id']}").status_code == 404
+        assert c.get(url).status_code == 404
+        assert c.delete(f"/v1/jobs/{job['id']}", params={"purge": "true"}).status_code == 404
+        assert c.delete(f"/v1/jobs/{job['id']}").status_code == 404
+        again = _wait(c, {"prompt": "gone", "seed": 7, "steps": 1})
+        assert not again["cache_hit"] and c.get(again["images"][0]["url"]).status_code == 200
+
+
+def test_purge_across_keys_shared_image_and_not_found(tmp_path):
+    settings = make_settings(tmp_path, auth="required")
+    with live_server(settings, fake_runner(tmp_path, steps=1)) as live:
+        keys = live.app.state.service.auth.keys
+        _, mine = keys.create("me")
+        _, theirs = keys.create("them")
+        with httpx.Client(base_url=live.url, timeout=30, headers={"Authorization": f"Bearer {mine}"}) as me, \
+                httpx.Client(base_url=live.url, timeout=30, headers={"Authorization": f"Bearer {theirs}"}) as them:  # fmt: skip
+            a = _wait(me, {"prompt": "same", "seed": 3})
+            b = _wait(them, {"prompt": "same", "seed": 3})
+            assert b["cache_hit"] and b["images"][0]["id"] == a["images"][0]["id"]
+            image = f"/v1/images/{a['images'][0]['id']}"
+            r = them.delete(f"/v1/jobs/{a['id']}", params={"purge": "true"})
+            assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found"
+            assert me.delete(f"/v1/jobs/{a['id']}", params={"purge": "true"}).status_code == 204
+            assert me.get(image).status_code == 404  # no job of mine holds it any more
+            assert them.get(image).status_code == 200  # still theirs
+            assert them.delete(f"/v1/jobs/{b['id']}", params={"purge": "true"}).status_code == 204
+            assert them.get(image).status_code == 404
+            assert not live.app.state.service.store.exists(a["images"][0]["id"])
