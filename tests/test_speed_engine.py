@@ -142,3 +142,26 @@ def test_lossy_on_cpu_runs_first_block_cache_and_resets_between_runs(tiny_model_
     a = np.asarray(runner.run(req()).images[0])
     b = np.asarray(runner.run(req()).images[0])
     assert np.array_equal(a, b)
+
+
+def test_lossy_cancelled_run_leaves_no_cached_residuals(tiny_model_dir, monkeypatch):
+    """A run cancelled mid-loop skips diffusers' own cache reset; the next run must not see the
+    First Block Cache state it left behind. Threshold 1.0: any stale residual would be reused."""
+    import threading
+
+    from zaoxiang.engine import speed
+    from zaoxiang.errors import Cancelled
+
+    monkeypatch.setattr(speed, "LOSSY_FIRST_BLOCK_CACHE", 1.0)
+    registry = ModelRegistry.discover([f"{FAMILY}={tiny_model_dir(FAMILY)}"], include_builtin=False)
+    runner = Runner(registry, EngineSettings(device="cpu", speed="lossy"))
+    reference = np.asarray(runner.run(req(steps=4)).images[0])
+    cancel = threading.Event()
+
+    def on_progress(ev):
+        if ev.step == 2:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        runner.run(req(steps=4, seed=99, prompt="a blue sea 蓝色的海"), on_progress=on_progress, cancel=cancel)
+    assert np.array_equal(np.asarray(runner.run(req(steps=4)).images[0]), reference)
