@@ -36,11 +36,8 @@ imports the engine and so pydantic): the GPU machine has neither. peft is there.
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import math
 import re
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -56,6 +53,7 @@ from zaoxiang.model.sampler import apply_guidance, denoise, pad_text, shift_time
 from zaoxiang.model.serialization import load_weights, weights_revision
 from zaoxiang.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from zaoxiang.training.ema import EMA
+from zaoxiang.training.loop import LoopConfig, run_loop
 from zaoxiang.training.trainer import GRID_PROMPTS, TextEncoder, image_grid, resize_images
 
 log = logging.getLogger(__name__)
@@ -329,43 +327,9 @@ class TurboDistiller:
     def train(self) -> list[dict[str, Any]]:
         """Train up to ``cfg.steps`` total steps (resumed steps count); returns the metric records."""
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        records: list[dict[str, Any]] = []
-        bar = None
-        if cfg.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {STAGE}", dynamic_ncols=True)
-        window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
-        with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as mlog:
-            while self.step < cfg.steps:
-                batch = next(self.stream)
-                loss = self.train_step(batch)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss} at step {self.step}")
-                window_loss += loss
-                window_n += 1
-                if bar is not None:
-                    bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    if self.device.type == "cuda":
-                        torch.cuda.synchronize()
-                    elapsed = time.perf_counter() - window_t
-                    rec = {"stage": STAGE, "step": self.step, "loss": window_loss / window_n,
-                           "lr": self.scheduler.get_last_lr()[0],
-                           "samples_per_s": window_n * cfg.batch_size / max(elapsed, 1e-9), "time": time.time()}
-                    records.append(rec)
-                    mlog.write(json.dumps(rec) + "\n")
-                    mlog.flush()
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{rec['loss']:.4f}", sps=f"{rec['samples_per_s']:.0f}")
-                    window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
-                if cfg.sample_every and self.step % cfg.sample_every == 0:
-                    self.save_grid()
-                if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
-                    self.save()
-        if bar is not None:
-            bar.close()
+        loop = LoopConfig(STAGE, self.run_dir, cfg.steps, cfg.batch_size, cfg.log_every, cfg.sample_every,
+                          cfg.ckpt_every, cfg.progress)  # fmt: skip
+        records = run_loop(self, loop, on_grid=lambda batch: self.save_grid())
         self.save()
         return records
 

@@ -1,0 +1,89 @@
+"""The step loop every training stage shares: steps, metrics log, progress bar, grids, checkpoints.
+
+A stage supplies ``train_step(batch) -> loss`` (which advances ``step``), ``save()`` and a grid
+hook; the loop owns the bookkeeping, so the ae/dit trainer and the turbo distiller log and
+checkpoint the same way (``metrics.jsonl`` records: stage, step, loss, lr, samples_per_s, time).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+import torch
+
+
+class Stage(Protocol):
+    step: int
+    stream: Iterator[Any]
+    device: torch.device
+    scheduler: Any  # torch LR scheduler: get_last_lr()
+
+    def train_step(self, batch: Any) -> float: ...
+
+    def save(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    stage: str
+    run_dir: Path
+    steps: int
+    batch_size: int
+    log_every: int
+    sample_every: int  # 0 = never
+    ckpt_every: int  # 0 = only at the end (the caller saves)
+    progress: bool
+
+
+def run_loop(stage: Stage, cfg: LoopConfig, on_grid: Callable[[Any], None]) -> list[dict[str, Any]]:
+    """Train ``stage`` up to ``cfg.steps`` total steps (resumed steps count); the metric records."""
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=stage.step, desc=f"train {cfg.stage}", dynamic_ncols=True)
+    window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
+    try:
+        with (cfg.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as mlog:
+            while stage.step < cfg.steps:
+                batch = next(stage.stream)
+                loss = stage.train_step(batch)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss} at step {stage.step}")
+                window_loss += loss
+                window_n += 1
+                if bar is not None:
+                    bar.update(1)
+                if stage.step % cfg.log_every == 0 or stage.step == cfg.steps:
+                    if stage.device.type == "cuda":
+                        torch.cuda.synchronize()  # once per log window, never per step
+                    elapsed = time.perf_counter() - window_t
+                    rec = {
+                        "stage": cfg.stage,
+                        "step": stage.step,
+                        "loss": window_loss / window_n,
+                        "lr": stage.scheduler.get_last_lr()[0],
+                        "samples_per_s": window_n * cfg.batch_size / max(elapsed, 1e-9),
+                        "time": time.time(),
+                    }
+                    records.append(rec)
+                    mlog.write(json.dumps(rec) + "\n")
+                    mlog.flush()
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{rec['loss']:.4f}", sps=f"{rec['samples_per_s']:.0f}")
+                    window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
+                if cfg.sample_every and stage.step % cfg.sample_every == 0:
+                    on_grid(batch)
+                if cfg.ckpt_every and stage.step % cfg.ckpt_every == 0:
+                    stage.save()
+    finally:
+        if bar is not None:
+            bar.close()
+    return records
