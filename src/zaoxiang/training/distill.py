@@ -49,12 +49,21 @@ from torch import nn
 from zaoxiang.model.autoencoder import Autoencoder
 from zaoxiang.model.config import ModelConfig
 from zaoxiang.model.mmdit import MMDiT
-from zaoxiang.model.sampler import apply_guidance, denoise, pad_text, shift_time
+from zaoxiang.model.sampler import apply_guidance, denoise, shift_time
 from zaoxiang.model.serialization import load_weights, weights_revision
 from zaoxiang.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from zaoxiang.training.ema import EMA
 from zaoxiang.training.loop import LoopConfig, run_loop
-from zaoxiang.training.trainer import GRID_PROMPTS, TextEncoder, image_grid, resize_images
+from zaoxiang.training.trainer import (
+    GRID_PROMPTS,
+    TextEncoder,
+    adamw_with_warmup,
+    amp_dtype_for,
+    autocast_for,
+    batch_images,
+    encode_captions,
+    image_grid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +227,7 @@ class TurboDistiller:
         self.model_config = model_config
         self.device = torch.device(device)
         self.stream: Iterator = iter(stream)
-        self.amp_dtype = torch.bfloat16 if self.device.type == "cuda" else None
+        self.amp_dtype = amp_dtype_for(self.device)
         self.base_revision = base_revision
         self.guidance = float(cfg.teacher_guidance if cfg.teacher_guidance is not None else model_config.sampler.guidance)
         self.alpha = float(cfg.alpha if cfg.alpha is not None else cfg.rank)
@@ -230,10 +239,8 @@ class TurboDistiller:
         self.text_encoder = text_encoder
         self.ema = EMA(self.model, cfg.ema_decay)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
-                                           fused=self.device.type == "cuda")
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup))
+        self.optimizer, self.scheduler = adamw_with_warmup(
+            params, cfg.lr, cfg.betas, cfg.weight_decay, cfg.warmup, self.device
         )
         on_cuda = self.device.type == "cuda"
         self.forward_teacher = torch.compile(self.teacher) if (cfg.compile or (cfg.compile is None and on_cuda)) else self.teacher
@@ -245,16 +252,10 @@ class TurboDistiller:
     # -- loss ----------------------------------------------------------------------------------------
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return torch.autocast("cpu", enabled=False)
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast_for(self.device, self.amp_dtype)
 
     def _encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (B, T, Dt) float, (B, T) bool, padded to max_text_tokens (static shapes for compile)."""
-        t_max = self.model_config.transformer.max_text_tokens
-        hidden, mask = self.text_encoder.encode(list(captions), max_length=t_max)
-        # clone(): the encoder runs under inference_mode, whose tensors cannot be saved for backward.
-        return pad_text(hidden.clone().to(self.device).float(), mask.clone().to(self.device), t_max)
+        return encode_captions(self.text_encoder, captions, self.model_config.transformer.max_text_tokens, self.device)
 
     def segment_times(self, index: torch.Tensor) -> torch.Tensor:
         """(B,) segment indices -> (B, k+1) shifted times from t_i to t_{i+1}: the teacher's
@@ -299,8 +300,7 @@ class TurboDistiller:
         return F.mse_loss(v.float(), v_target)
 
     def _images(self, batch) -> torch.Tensor:
-        images = batch.images.to(self.device, non_blocking=True).float()
-        return resize_images(images, self.model_config.image_size)  # (B, 3, S, S)
+        return batch_images(batch, self.device, self.model_config.image_size)  # (B, 3, S, S)
 
     @torch.no_grad()
     def eval_loss(self, batch, seed: int = 1234, use_ema: bool = False) -> float:

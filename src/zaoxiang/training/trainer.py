@@ -113,6 +113,37 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="area" if images.shape[-1] > size else "bilinear")
 
 
+def amp_dtype_for(device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on CUDA; none (plain fp32) on CPU, where bf16 is slower."""
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
+def autocast_for(device: torch.device, amp_dtype: torch.dtype | None):
+    if amp_dtype is None:
+        return torch.autocast("cpu", enabled=False)
+    return torch.autocast(device.type, dtype=amp_dtype)
+
+
+def adamw_with_warmup(params, lr: float, betas, weight_decay: float, warmup: int, device: torch.device):
+    """AdamW (fused on CUDA) and a linear warm-up to ``lr`` over ``warmup`` steps, then constant."""
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup)))
+    return optimizer, scheduler
+
+
+def batch_images(batch, device: torch.device, size: int) -> torch.Tensor:
+    """A stream batch's images on ``device`` at ``size``: (B, 3, S, S) float in [-1, 1]."""
+    return resize_images(batch.images.to(device, non_blocking=True).float(), size)
+
+
+def encode_captions(text_encoder, captions: list[str], t_max: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> hidden (B, T, Dt) float, mask (B, T) bool, padded to ``t_max`` (static shapes for
+    torch.compile)."""
+    hidden, mask = text_encoder.encode(list(captions), max_length=t_max)
+    # clone(): the encoder's states come from a no-grad context and must not alias its buffers.
+    return pad_text(hidden.clone().to(device).float(), mask.clone().to(device), t_max)
+
+
 def image_grid(images: torch.Tensor, cols: int):
     """(N, 3, H, W) in [-1, 1] -> one PIL image, ``cols`` wide."""
     from PIL import Image
@@ -144,7 +175,7 @@ class Trainer:
         self.model_config = model_config
         self.device = torch.device(device)
         self.stream: Iterator = iter(stream)
-        self.amp_dtype = torch.bfloat16 if self.device.type == "cuda" else None
+        self.amp_dtype = amp_dtype_for(self.device)
         torch.manual_seed(cfg.seed)
 
         if cfg.stage == "ae":
@@ -162,12 +193,8 @@ class Trainer:
             self.autoencoder = autoencoder.to(self.device).eval().requires_grad_(False)
             self.text_encoder = text_encoder
         self.ema = EMA(self.model, cfg.ema_decay)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
-            fused=self.device.type == "cuda",
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / max(1, cfg.warmup))
+        self.optimizer, self.scheduler = adamw_with_warmup(
+            self.model.parameters(), cfg.lr, cfg.betas, cfg.weight_decay, cfg.warmup, self.device
         )
         use_compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
         self.forward_model = torch.compile(self.model) if use_compile else self.model
@@ -178,22 +205,13 @@ class Trainer:
     # -- losses ------------------------------------------------------------------------------------
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return torch.autocast("cpu", enabled=False)
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast_for(self.device, self.amp_dtype)
 
     def _images(self, batch) -> torch.Tensor:
-        images = batch.images.to(self.device, non_blocking=True).float()
-        return resize_images(images, self.model_config.image_size)  # (B, 3, S, S)
+        return batch_images(batch, self.device, self.model_config.image_size)  # (B, 3, S, S)
 
     def _encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> hidden (B, T, Dt) float, mask (B, T) bool, padded to max_text_tokens (static shapes
-        for torch.compile)."""
-        t_max = self.model_config.transformer.max_text_tokens
-        hidden, mask = self.text_encoder.encode(list(captions), max_length=t_max)
-        # clone(): the encoder runs under inference_mode, whose tensors cannot be saved for backward.
-        hidden, mask = pad_text(hidden.clone().to(self.device), mask.clone().to(self.device), t_max)
-        return hidden, mask
+        return encode_captions(self.text_encoder, captions, self.model_config.transformer.max_text_tokens, self.device)
 
     def ae_loss(self, images: torch.Tensor, generator: torch.Generator | None = None, model=None) -> torch.Tensor:
         model = model or self.forward_model
