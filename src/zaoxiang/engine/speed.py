@@ -9,6 +9,11 @@ Lossless (default on where the device allows; output equals stock diffusers with
   recompiles: :func:`warm_up` runs each size once at load so no user pays for it.
 - VAE decode: channels-last weights (cuDNN's NHWC convolutions), ``cudnn.benchmark`` (the decode
   shape is fixed per size), and a compiled decoder.
+- ``real_rope``: Z-Image's rotary embedding in real (cos/sin) fp32 arithmetic instead of complex64
+  (:mod:`zaoxiang.engine.fused`): the same fp32 products, but Inductor can fuse it with the q/k norm
+  and the bf16 rounding (it has no complex codegen).
+- ``cuda_graphs`` (opt-in until measured): the repeated blocks compiled with
+  ``mode="reduce-overhead"`` (CUDA graphs), for few-step runs where launch gaps show.
 - ``cfg_batch``: Qwen-Image's true CFG calls the transformer twice per step with batch 1
   (cond, then uncond, same latents). :class:`QwenCfgBatcher` turns the pair into one batch-2
   forward (see its docstring); Z-Image, SD3 and SDXL already batch their CFG, FLUX.1-dev has none.
@@ -67,6 +72,8 @@ class SpeedOptions:
     vae_channels_last: bool = True
     cudnn_benchmark: bool = True
     cfg_batch: bool = True
+    real_rope: bool = True  # lossless: same fp32 arithmetic as the complex64 RoPE (zaoxiang.engine.fused)
+    cuda_graphs: bool = False  # compile mode "reduce-overhead" for the blocks; off until bench/real_arch.py measures it
     fused_rmsnorm: bool = False
     first_block_cache: float | None = None  # threshold (relative L1 of the first block's residual change)
     fp8: bool = False
@@ -85,7 +92,8 @@ class SpeedOptions:
     @classmethod
     def stock(cls) -> "SpeedOptions":
         """Everything off: what diffusers does by itself."""
-        return cls(compile="off", compile_vae=False, vae_channels_last=False, cudnn_benchmark=False, cfg_batch=False)
+        return cls(compile="off", compile_vae=False, vae_channels_last=False, cudnn_benchmark=False, cfg_batch=False,
+                   real_rope=False)
 
 
 SPEED_PROFILES = ("stock", "lossless", "lossy")
@@ -170,6 +178,15 @@ def apply_speed(pipe: Any, family: str, options: SpeedOptions, device: torch.dev
     else:
         report.add("fused_rmsnorm", False, "not asked for (changes rounding)")
 
+    if options.real_rope and denoiser is not None:
+        from zaoxiang.engine.fused import install_real_rope
+
+        n = install_real_rope(denoiser)
+        report.add("real_rope", n > 0, f"{n} attention processors rotate q/k with real fp32 cos/sin (fusable, same arithmetic)"
+                   if n else f"{type(denoiser).__name__} has no complex RoPE to rewrite")
+    else:
+        report.add("real_rope", False, "not asked for")
+
     fbc = options.first_block_cache
     if fbc is not None and denoiser is not None and hasattr(denoiser, "enable_cache"):
         from diffusers.hooks import FirstBlockCacheConfig
@@ -195,8 +212,9 @@ def apply_speed(pipe: Any, family: str, options: SpeedOptions, device: torch.dev
         else:
             # FBC's skip decision is a compiler-disabled Python branch inside the head block: fullgraph would fail.
             fullgraph = fbc is None
-            how = compile_blocks(denoiser, fullgraph=fullgraph)
-            report.add("compile_blocks", True, f"{how}, fullgraph={fullgraph}, dynamic=False")
+            mode = "reduce-overhead" if options.cuda_graphs else None
+            how = compile_blocks(denoiser, fullgraph=fullgraph, mode=mode)
+            report.add("compile_blocks", True, f"{how}, fullgraph={fullgraph}, dynamic=False, mode={mode or 'default'}")
     else:
         report.add("compile_blocks", False, "not asked for")
 
@@ -245,9 +263,12 @@ def reset_step_caches(pipe: Any) -> None:
 # -- regional compilation -------------------------------------------------------------------------------
 
 
-def compile_blocks(model: nn.Module, fullgraph: bool = True) -> str:
-    """Compile the repeated blocks of ``model``; returns how (for the log)."""
-    kwargs = {"fullgraph": fullgraph, "dynamic": False}
+def compile_blocks(model: nn.Module, fullgraph: bool = True, mode: str | None = None) -> str:
+    """Compile the repeated blocks of ``model``; returns how (for the log). ``mode="reduce-overhead"``
+    puts each compiled block in a CUDA graph."""
+    kwargs: dict[str, Any] = {"fullgraph": fullgraph, "dynamic": False}
+    if mode is not None:
+        kwargs["mode"] = mode
     if getattr(model, "_repeated_blocks", None) and hasattr(model, "compile_repeated_blocks"):
         model.compile_repeated_blocks(**kwargs)
         return f"compile_repeated_blocks({', '.join(model._repeated_blocks)})"
