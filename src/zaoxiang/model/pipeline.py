@@ -9,6 +9,7 @@ size or the device's RNG.
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 
 import torch
@@ -26,6 +27,7 @@ from zaoxiang.model.serialization import default_weights_dir, has_weights, load_
 from zaoxiang.protocol import GenerationRequest, ModelIdentity
 
 FAMILY = "builtin"
+log = logging.getLogger(__name__)
 
 
 class BuiltinPipeline(LoadedPipeline):
@@ -47,6 +49,7 @@ class BuiltinPipeline(LoadedPipeline):
         self.autoencoder = autoencoder.to(policy.device, policy.dtype).eval().requires_grad_(False)
         self.text_encoder = text_encoder
         self._fp32_autoencoder: Autoencoder | None = None  # built only if a decode needs the fallback
+        self.speed = None  # zaoxiang.model.fast.BuiltinSpeed when a lossy speed profile is applied
         s = config.sampler
         self.defaults = ModelDefaults(width=config.image_size, height=config.image_size, steps=s.steps, guidance=s.guidance)
 
@@ -91,6 +94,8 @@ class BuiltinPipeline(LoadedPipeline):
     def generate(self, ctx: RunContext) -> list[Image.Image]:
         req = ctx.request
         self.validate(req)
+        if self.speed is not None:
+            self.speed.reset()  # step-cache state of an earlier (maybe cancelled) run never carries over
         if req.edit is not None:
             return generate_edit(self, ctx)  # img2img / inpaint / outpaint: zaoxiang.model.editing
         cfg = self.config
@@ -154,5 +159,20 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 
 
 def load_builtin(entry, policy: PrecisionPolicy, settings=None) -> BuiltinPipeline:
-    """The engine's loader hook (``zaoxiang.engine.runner.default_loader``)."""
-    return BuiltinPipeline.from_folder(entry.path, policy, name=entry.name)
+    """The engine's loader hook (``zaoxiang.engine.runner.default_loader``). The "lossy" speed
+    profile adds the first block cache and fp8 matmuls (``zaoxiang.model.fast``)."""
+    pipe = BuiltinPipeline.from_folder(entry.path, policy, name=entry.name)
+    apply_speed_profile(pipe, getattr(settings, "speed", "stock"))
+    return pipe
+
+
+def apply_speed_profile(pipe: BuiltinPipeline, profile: str) -> None:
+    """Lossy profiles only: the lossless options are compile/VAE tricks for diffusers pipelines."""
+    from zaoxiang.engine.speed import options_for_profile
+
+    options = options_for_profile(profile)
+    if not options.lossless:
+        from zaoxiang.model.fast import apply_builtin_speed
+
+        pipe.speed = apply_builtin_speed(pipe, options, pipe.policy.device)
+        log.info("speed profile %s for %s: %s", profile, pipe.identity.name, pipe.speed.report.summary())
