@@ -112,3 +112,24 @@ def test_resume_refuses_another_stage(trained_ae, tmp_path):
                  autoencoder=load_autoencoder(trained_ae[0], preset("tiny")))
     with pytest.raises(ValueError, match="'ae' checkpoint"):
         tr.resume()
+
+
+def test_a_stop_file_ends_the_run_early_with_a_checkpoint_and_latent_stats(tmp_path, batch):
+    """The STOP file in the run directory ends training at the next log step; the ae end still
+    measures latent statistics, and the file is consumed so a --resume trains on."""
+    from zaoxiang.training.loop import STOP_FILE
+
+    class StopAfter(Fixed):
+        def __iter__(self):
+            for i, b in enumerate(super().__iter__()):
+                if i == 3:
+                    (tmp_path / STOP_FILE).touch()
+                yield b
+
+    tr = Trainer(_cfg("ae", tmp_path, 50, log_every=2), preset("tiny"), StopAfter(batch))
+    records = tr.train()
+    assert tr.step == 4 and records[-1]["step"] == 4  # stopped at the first log step after the file appeared
+    assert not (tmp_path / STOP_FILE).exists()
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt["step"] == 4
+    assert ckpt["ema"]["module"]["latent_std"].ne(1).any()

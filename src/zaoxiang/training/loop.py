@@ -7,6 +7,7 @@ checkpoint the same way (``metrics.jsonl`` records: stage, step, loss, lr, sampl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -15,6 +16,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 import torch
+
+from zaoxiang.training.distributed import DistContext, any_process
+
+
+STOP_FILE = "STOP"  # in the run directory: end the run at the next log step (see LoopConfig.stop_file)
 
 
 class Stage(Protocol):
@@ -38,20 +44,32 @@ class LoopConfig:
     sample_every: int  # 0 = never
     ckpt_every: int  # 0 = only at the end (the caller saves)
     progress: bool
+    # Data-parallel runs (training/distributed.py): batch_size is per process; only the main
+    # process logs, draws grids and checkpoints (every process holds the same weights).
+    dist: DistContext = DistContext()
+    # Creating this file ends the run cleanly at the next log step (checked there, agreed between
+    # processes): how a run on a rented GPU stops at a wall-clock point rather than a step count.
+    stop_file: Path | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
 
 
 def run_loop(stage: Stage, cfg: LoopConfig, on_grid: Callable[[Any], None]) -> list[dict[str, Any]]:
     """Train ``stage`` up to ``cfg.steps`` total steps (resumed steps count); the metric records."""
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.is_main:
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     bar = None
-    if cfg.progress:
+    if cfg.progress and cfg.is_main:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=stage.step, desc=f"train {cfg.stage}", dynamic_ncols=True)
     window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
     try:
-        with (cfg.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as mlog:
+        metrics = (cfg.run_dir / "metrics.jsonl").open("a", encoding="utf-8") if cfg.is_main else contextlib.nullcontext()
+        with metrics as mlog:
             while stage.step < cfg.steps:
                 batch = next(stage.stream)
                 loss = stage.train_step(batch)
@@ -70,18 +88,23 @@ def run_loop(stage: Stage, cfg: LoopConfig, on_grid: Callable[[Any], None]) -> l
                         "step": stage.step,
                         "loss": window_loss / window_n,
                         "lr": stage.scheduler.get_last_lr()[0],
-                        "samples_per_s": window_n * cfg.batch_size / max(elapsed, 1e-9),
+                        "samples_per_s": window_n * cfg.batch_size * cfg.dist.world_size / max(elapsed, 1e-9),
                         "time": time.time(),
                     }
                     records.append(rec)
-                    mlog.write(json.dumps(rec) + "\n")
-                    mlog.flush()
+                    if mlog is not None:
+                        mlog.write(json.dumps(rec) + "\n")
+                        mlog.flush()
                     if bar is not None:
                         bar.set_postfix(loss=f"{rec['loss']:.4f}", sps=f"{rec['samples_per_s']:.0f}")
                     window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
-                if cfg.sample_every and stage.step % cfg.sample_every == 0:
+                    if cfg.stop_file is not None and any_process(cfg.stop_file.exists(), cfg.dist, stage.device):
+                        if cfg.is_main:
+                            cfg.stop_file.unlink(missing_ok=True)  # honoured once: a later --resume trains on
+                        break
+                if cfg.is_main and cfg.sample_every and stage.step % cfg.sample_every == 0:
                     on_grid(batch)
-                if cfg.ckpt_every and stage.step % cfg.ckpt_every == 0:
+                if cfg.is_main and cfg.ckpt_every and stage.step % cfg.ckpt_every == 0:
                     stage.save()
     finally:
         if bar is not None:

@@ -32,8 +32,9 @@ from zaoxiang.model.mmdit import MMDiT
 from zaoxiang.model.sampler import denoise, pad_text
 from zaoxiang.model.serialization import has_weights, load_weights
 from zaoxiang.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from zaoxiang.training.distributed import DistContext, average_gradients, barrier
 from zaoxiang.training.ema import EMA
-from zaoxiang.training.loop import LoopConfig, run_loop
+from zaoxiang.training.loop import STOP_FILE, LoopConfig, run_loop
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,10 @@ class Trainer:
         device: torch.device | str = "cpu",
         text_encoder: TextEncoder | None = None,
         autoencoder: Autoencoder | None = None,
+        dist: DistContext = DistContext(),
     ) -> None:
         self.cfg = cfg
+        self.dist = dist
         self.model_config = model_config
         self.device = torch.device(device)
         self.stream: Iterator = iter(stream)
@@ -268,6 +271,7 @@ class Trainer:
         loss = self.loss(batch, self.gen)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(self.model.parameters(), self.dist)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
@@ -279,11 +283,13 @@ class Trainer:
         """Train up to ``cfg.steps`` total steps (resumed steps count); returns the metric records."""
         cfg = self.cfg
         loop = LoopConfig(cfg.stage, self.run_dir, cfg.steps, cfg.batch_size, cfg.log_every, cfg.sample_every,
-                          cfg.ckpt_every, cfg.progress)  # fmt: skip
+                          cfg.ckpt_every, cfg.progress, self.dist, stop_file=self.run_dir / STOP_FILE)  # fmt: skip
         records = run_loop(self, loop, on_grid=self.save_grid)
-        if cfg.stage == "ae" and self.step >= cfg.steps:
-            self.measure_latent_stats()
-        self.save()
+        if self.dist.is_main:
+            if cfg.stage == "ae" and self.step > 0:  # also when a STOP file ended the run early
+                self.measure_latent_stats()
+            self.save()
+        barrier(self.dist)  # the others wait until the main process has written the checkpoint
         return records
 
     # -- stage ends, grids, checkpoints ---------------------------------------------------------
