@@ -254,16 +254,27 @@ def call(model: nn.Module, captured: dict[str, Any]) -> Any:
     return model(*captured["args"], **captured["kwargs"])
 
 
-def forward_ms(model: nn.Module, captured: dict[str, Any], device: torch.device, repeats: int, warm: int = 1) -> float:
+def mark_step(graphs: bool) -> None:
+    """Tell CUDA-graph trees a new forward begins (so they replay rather than record a new path);
+    a no-op without CUDA graphs or on a torch without the call."""
+    mark = getattr(getattr(torch, "compiler", None), "cudagraph_mark_step_begin", None)
+    if graphs and mark is not None:
+        mark()
+
+
+def forward_ms(model: nn.Module, captured: dict[str, Any], device: torch.device, repeats: int, warm: int = 1,
+               graphs: bool = False) -> float:
     """Median ms of one transformer forward on the captured inputs, after ``warm`` untimed calls
     (CUDA graphs record on their first calls, so that row warms up 3 times)."""
     with torch.inference_mode():
         for _ in range(warm):
+            mark_step(graphs)
             call(model, captured)
         if device.type != "cuda":
             return timed(lambda: call(model, captured), device, repeats)[0] * 1e3
         times = []
         for _ in range(repeats):
+            mark_step(graphs)
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record()
             call(model, captured)
@@ -600,9 +611,10 @@ def run_model(spec: ArchSpec, args: argparse.Namespace, device: torch.device, dt
         return result
     fwd_kwargs, fwd_ref = state["fwd_kwargs"], state["fwd_ref"]
 
-    def fwd_check(row: Row, name: str) -> None:
+    def fwd_check(row: Row, name: str, graphs: bool = False) -> None:
         with torch.inference_mode():
-            out = first_tensor(call(pipe.transformer, fwd_kwargs)).float()
+            mark_step(graphs)
+            out = first_tensor(call(pipe.transformer, fwd_kwargs)).float()  # a copy: graph outputs are reused
         err = rel_l2(out, fwd_ref)
         result.checks[f"forward rel_l2: {name}"] = err
         row.note = (row.note + "; " if row.note else "") + f"forward rel L2 vs stock eager {err:.3g}"
@@ -651,13 +663,14 @@ def run_model(spec: ArchSpec, args: argparse.Namespace, device: torch.device, dt
                 cold = time.perf_counter()
                 rep = apply_speed(pipe, spec.family, transformer_options(compile_mode, **opts), device)
                 row.note = short_summary(rep)
-                forward_ms(pipe.transformer, fwd_kwargs, device, 1)  # compiles
+                forward_ms(pipe.transformer, fwd_kwargs, device, 1, graphs=graphs)  # compiles
                 row.cold_s = time.perf_counter() - cold
             # CUDA graphs record on their first calls: more warm-up before timing
-            row.forward_ms = forward_ms(pipe.transformer, fwd_kwargs, device, repeats * 3, warm=3 if graphs else 1)
+            row.forward_ms = forward_ms(pipe.transformer, fwd_kwargs, device, repeats * 3, warm=3 if graphs else 1,
+                                        graphs=graphs)
             row.peak_gib = peak_gib(device)
             if i > 0:
-                fwd_check(row, mode)
+                fwd_check(row, mode, graphs)
 
         session.row(result, Row(key, mode, 1, primary[1], size), step, optional=bool(change.get("cuda_graphs")))
     session.flush()
