@@ -280,8 +280,23 @@ def settings_for(weights: Path, pipe, steps: int | None, guidance: float | None)
     return out, note
 
 
+def _select_items(items, n_per_category: int, categories: Sequence[str]):
+    """``zaoxiang eval``'s item selection (the first n of each category, in the eval set's order)."""
+    try:
+        from zaoxiang.cli.eval import select_items
+    except ImportError:  # the CLI imports the whole engine (tqdm, settings...); the GPU machine may lack a piece
+        def select_items(items, n, cats):  # the same rule as zaoxiang.cli.eval.select_items
+            taken: dict[str, int] = {}
+            out = []
+            for item in items:
+                if item.category in cats and taken.get(item.category, 0) < n:
+                    taken[item.category] = taken.get(item.category, 0) + 1
+                    out.append(item)
+            return out
+    return select_items(items, n_per_category, list(categories))
+
+
 def run_bench(args: argparse.Namespace, text_encoder=None, log: Callable[[str], None] | None = None) -> dict:
-    from zaoxiang.cli.eval import select_items
     from zaoxiang.model.fast import fp8_supported
     from zaoxiang.model.serialization import default_weights_dir
     from zaoxiang.training.data import SpritePack, heldout_eval_set
@@ -301,7 +316,7 @@ def run_bench(args: argparse.Namespace, text_encoder=None, log: Callable[[str], 
         sign_note = "scored (tesseract)" if ocr else "n/a: tesseract is not installed on this machine"
 
     pipe = load_pipeline(weights, device, args.text_encoder, text_encoder)
-    items = select_items(heldout_eval_set(SpritePack.load(args.pack), 100_000), args.n_per_category, categories)
+    items = _select_items(heldout_eval_set(SpritePack.load(args.pack), 100_000), args.n_per_category, categories)
     jobs = eval_jobs(items, seeds)
     scorer = Scorer(ObjectClassifier.load(args.classifier))
     settings, turbo_note = settings_for(weights, pipe, args.steps, args.guidance)

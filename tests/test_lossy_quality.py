@@ -99,17 +99,28 @@ def test_bench_end_to_end(bench, pack_path, weights, tmp_path):
     assert saved["results"][0]["psnr_db"] == "inf" and len(saved["results"]) == 12
 
 
-def test_cache_mode_differs_from_lossless_when_it_skips(bench, pack_path, weights, monkeypatch):
-    """A threshold high enough to skip (random weights change ≈ 1 per step) gives finite PSNR and
-    a skipped share > 0: the comparison measures something. No tesseract: sign is n/a."""
-    monkeypatch.setattr(bench, "MODES", (bench.Mode("lossless"), bench.Mode("fbc 1.0", first_block_cache=1.0)))
+def test_lossy_modes_differ_from_lossless_and_fp8_runs_where_available(bench, pack_path, weights, monkeypatch):
+    """A threshold high enough to skip (random weights change ≈ 1 per step) gives finite PSNR and a
+    skipped share > 0, so the comparison measures something. fp8 is made "available" on the CPU
+    (torch._scaled_mm runs there too) to drive the path the GPU takes. No tesseract: sign is n/a."""
+    from zaoxiang.model import fast
+
+    monkeypatch.setattr(bench, "MODES", (bench.Mode("lossless"), bench.Mode("fbc 1.0", first_block_cache=1.0),
+                                         bench.Mode("fp8", fp8=True),
+                                         bench.Mode("fp8 + fbc 1.0", first_block_cache=1.0, fp8=True)))
+    monkeypatch.setattr(fast, "fp8_supported", lambda device: (True, ""))
     monkeypatch.setattr(bench.shutil, "which", lambda name: None)
     args = bench.parse_args(["--weights", str(weights), "--pack", str(pack_path), "--n-per-category", "1",
                              "--device", "cpu", "--steps", "8", "--categories", "background,sign"])
     report = bench.run_bench(args, text_encoder=StubTextEncoder(), log=lambda msg: None)
     assert report["meta"]["sign"].startswith("n/a: tesseract") and report["meta"]["categories"] == ["background"]
-    row = next(r for r in report["results"] if r["setting"] == "default" and r["mode"] == "fbc 1.0")
-    assert row["blocks_skipped"] > 0 and math.isfinite(row["psnr_db"]) and row["ssim"] < 1.0
+    by = {(r["setting"], r["mode"]): r for r in report["results"]}
+    for setting in ("default", "turbo"):
+        fbc, fp8, both = by[(setting, "fbc 1.0")], by[(setting, "fp8")], by[(setting, "fp8 + fbc 1.0")]
+        assert fbc["blocks_skipped"] > 0 and math.isfinite(fbc["psnr_db"]) and fbc["ssim"] < 1.0
+        assert fp8["status"] == "ok" and fp8["blocks_skipped"] == 0.0 and math.isfinite(fp8["psnr_db"])
+        assert "fp8=on" in fp8["speed_report"] and "first_block_cache=on" in both["speed_report"]
+        assert both["blocks_skipped"] > 0
 
 
 def test_ssim_closed_forms(bench):
