@@ -258,3 +258,23 @@ def test_load_builtin_applies_the_lossy_profile(tmp_path, monkeypatch):
     lossy = pipeline_mod.load_builtin(entry, policy, EngineSettings(device="cpu", speed="lossy"))
     stock = pipeline_mod.load_builtin(entry, policy, EngineSettings(device="cpu"))
     assert lossy.speed is not None and lossy.speed.cache is not None and stock.speed is None
+
+
+def test_runner_with_the_lossy_profile(tmp_path, monkeypatch):
+    """Through the engine: the lossy profile loads the built-in model with the cache on, changes the
+    cache key's dtype, and two identical requests give identical images (no state between runs)."""
+    from zaoxiang.engine.registry import ModelRegistry, builtin_entry
+    from zaoxiang.engine.runner import Runner
+    from zaoxiang.model import text_encoder as te_mod
+    from zaoxiang.settings import EngineSettings
+
+    cfg = preset("tiny")
+    save_weights(tmp_path, cfg, _random_dit(cfg.transformer, seed=5).state_dict(), Autoencoder(cfg.autoencoder).state_dict())
+    monkeypatch.setattr(te_mod.E5TextEncoder, "load", classmethod(lambda cls, *a, **k: StubTextEncoder()))
+    runner = Runner(ModelRegistry([builtin_entry(tmp_path)]), EngineSettings(device="cpu", speed="lossy"))
+    req = GenerationRequest(prompt="a red apple", steps=8, guidance=2.0, seed=1)
+    first, second = runner.run(req), runner.run(req)
+    pipe, _ = runner.load(None)
+    assert pipe.speed is not None and pipe.speed.cache is not None and pipe.speed.cache.threshold == 0.08
+    assert runner.cache_dtype.endswith("+speed=lossy")
+    assert np.array_equal(np.asarray(first.images[0]), np.asarray(second.images[0]))
