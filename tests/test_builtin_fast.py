@@ -278,3 +278,19 @@ def test_runner_with_the_lossy_profile(tmp_path, monkeypatch):
     assert pipe.speed is not None and pipe.speed.cache is not None and pipe.speed.cache.threshold == 0.08
     assert runner.cache_dtype.endswith("+speed=lossy")
     assert np.array_equal(np.asarray(first.images[0]), np.asarray(second.images[0]))
+
+
+def test_keyword_calls_are_seen_too():
+    cfg = preset("tiny").transformer
+    dit = _random_dit(cfg, seed=6)
+    x, t = torch.randn(1, 4, 8, 8), torch.full((1,), 0.5)
+    text, mask = torch.randn(1, 5, 384), torch.ones(1, 5, dtype=torch.bool)
+    cache = FirstBlockCache(dit, 0.01)
+    cache.install()
+    with torch.no_grad():
+        a = dit(x, t, text=text, text_mask=mask)
+        b = dit(x=x, t=t, text=text, text_mask=mask)
+    stats = cache.take_stats()
+    cache.uninstall()
+    assert stats.forwards == 2 and stats.skipped_forwards == 1
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

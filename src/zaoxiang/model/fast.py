@@ -92,7 +92,7 @@ class FirstBlockCache:
     # -- install ----------------------------------------------------------------------------------
 
     def install(self) -> None:
-        self._hook = self.model.register_forward_pre_hook(self._on_model_forward)
+        self._hook = self.model.register_forward_pre_hook(self._on_model_forward, with_kwargs=True)
         head, *middle, tail = self.blocks
         # Dual blocks take and return (img, txt); single blocks take and return seq = [txt, img].
         head.forward = self._head_forward(head.forward, isinstance(head, DualStreamBlock))
@@ -110,8 +110,9 @@ class FirstBlockCache:
 
     # -- the rule ---------------------------------------------------------------------------------
 
-    def _on_model_forward(self, module: nn.Module, args: tuple) -> None:
-        x, _t, text = args[0], args[1], args[2]  # (B, C, h, w), (B,), (B, T, Dt)
+    def _on_model_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        named = dict(zip(("x", "t", "text"), args)) | kwargs  # MMDiT.forward(x, t, text, text_mask)
+        x, text = named["x"], named["text"]  # (B, C, h, w), (B, T, Dt)
         # Another run: new text states (every run encodes its own), or another batch/latent shape.
         if text is not self._text or tuple(x.shape) != self._shape:
             self.reset()
