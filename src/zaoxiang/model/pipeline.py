@@ -1,7 +1,8 @@
 """The built-in pipeline for the engine: e5 text encoder → MMDiT rectified flow → our autoencoder.
 
-``generate`` reads top to bottom: check → encode text → initial noise per seed → denoise (one
-``ctx.step`` per step) → guarded decode → PIL. Initial noise for image i comes from
+``generate_batch`` (what ``generate`` runs for text-to-image; the evaluation harness calls it with
+many prompts) reads top to bottom: encode text → initial noise per seed → denoise (one ``on_step``
+per step) → guarded decode → PIL. Initial noise for image i comes from
 ``torch.Generator().manual_seed(seeds[i])`` on the CPU, so an image does not depend on the batch
 size or the device's RNG.
 """
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from zaoxiang.engine.pipelines.base import LoadedPipeline, ModelDefaults, RunContext
-from zaoxiang.engine.precision import PrecisionPolicy, guarded_decode
+from zaoxiang.engine.pipelines.base import LoadedPipeline, ModelDefaults, PhaseTimer, RunContext, StepCallback
+from zaoxiang.engine.precision import PrecisionPolicy, check_latents, guarded_decode, image_problem
 from zaoxiang.errors import InvalidRequest, ModelLoadError
 from zaoxiang.model.autoencoder import Autoencoder
 from zaoxiang.model.config import ModelConfig
@@ -100,39 +102,78 @@ class BuiltinPipeline(LoadedPipeline):
             self.speed.reset()  # step-cache state of an earlier (maybe cancelled) run never carries over
         if req.edit is not None:
             return generate_edit(self, ctx)  # img2img / inpaint / outpaint: zaoxiang.model.editing
-        cfg = self.config
         n = len(ctx.seeds)
-        guidance = float(req.guidance)
-        shift = req.sampler.shift if req.sampler.shift is not None else cfg.sampler.shift
-        device, dtype = self.policy.device, self.policy.dtype
+        return self.generate_batch(
+            [req.prompt] * n, ctx.seeds, int(req.steps), float(req.guidance), req.negative_prompt,
+            shift=req.sampler.shift, on_step=ctx.step, timer=ctx.timer,
+        )
 
-        # 1. Encode the prompt (and the negative prompt when CFG is on).
-        with ctx.timer.phase("text_encode"):
+    @torch.no_grad()
+    def generate_batch(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        steps: int,
+        guidance: float,
+        negative_prompt: str = "",
+        *,
+        shift: float | None = None,  # None: the model's configured shift
+        on_step: StepCallback | None = None,
+        timer: PhaseTimer | None = None,
+    ) -> list[Image.Image]:
+        """Text-to-image for ``prompts[i]`` with ``seeds[i]``, all in one batch (CFG: one batch of
+        2B). Values must be resolved already (the Runner's ``resolve``); ``generate`` is this with
+        one prompt repeated, and the evaluation harness calls it with many prompts at once."""
+        if len(prompts) != len(seeds) or not prompts:
+            raise InvalidRequest(f"need one seed per prompt, got {len(prompts)} prompts and {len(seeds)} seeds",
+                                 field="seeds")
+        if self.speed is not None:
+            self.speed.reset()  # step-cache state of an earlier (maybe cancelled) run never carries over
+        cfg = self.config
+        n = len(seeds)
+        guidance = float(guidance)
+        shift = cfg.sampler.shift if shift is None else shift
+        device, dtype = self.policy.device, self.policy.dtype
+        timer = timer or PhaseTimer(device)
+
+        # 1. Encode the prompts (and the negative prompt when CFG is on).
+        with timer.phase("text_encode"):
             # encode_text: the encoder's states, A1111 prompt weights applied (unchanged without them).
-            text, mask = encode_text(self, [req.prompt] * n)  # (n, T, Dt), (n, T)
+            text, mask = encode_text(self, list(prompts))  # (n, T, Dt), (n, T)
             neg = neg_mask = None
             if guidance != 1.0:
-                neg, neg_mask = encode_text(self, [req.negative_prompt] * n)
+                neg, neg_mask = encode_text(self, [negative_prompt] * n)
 
         # 2. Initial noise, one CPU generator per seed.
         lat = cfg.autoencoder.latent_size
         noise = torch.stack([
             torch.randn(cfg.autoencoder.latent_channels, lat, lat, generator=torch.Generator().manual_seed(s))
-            for s in ctx.seeds
+            for s in seeds
         ]).to(device)  # (n, C, h, w) fp32
 
-        # 3. Denoise; ctx.step reports progress and raises Cancelled.
-        with ctx.timer.phase("denoise"):
+        # 3. Denoise; on_step reports progress and may raise Cancelled.
+        with timer.phase("denoise"):
             latents = denoise(
-                self.transformer, noise, text.to(device, dtype), mask.to(device), int(req.steps), shift, guidance,
+                self.transformer, noise, text.to(device, dtype), mask.to(device), int(steps), shift, guidance,
                 None if neg is None else neg.to(device, dtype), None if neg_mask is None else neg_mask.to(device),
-                on_step=ctx.step,
+                on_step=on_step,
             )  # (n, C, h, w) fp32
 
         # 4. Decode with the NaN/black guard, then to PIL.
-        with ctx.timer.phase("decode"):
-            images = guarded_decode(self._decode, latents, self.policy)  # (n, 3, H, W) in [-1, 1]
+        with timer.phase("decode"):
+            images = self._guarded_decode_each(latents)  # (n, 3, H, W) in [-1, 1]
         return to_pil(images)
+
+    def _guarded_decode_each(self, latents: torch.Tensor) -> torch.Tensor:
+        """``guarded_decode`` with a per-image verdict: the batch decodes once, and only an image the
+        guard rejects is decoded again on its own (fp32 retry, or failure) — exactly what it would
+        get in a batch of one, so a bad neighbour never changes an image."""
+        check_latents(latents)
+        images = self._decode(latents, self.policy.dtype)  # (n, 3, H, W)
+        for i in range(images.shape[0]):
+            if image_problem(images[i : i + 1]) is not None:
+                images[i : i + 1] = guarded_decode(self._decode, latents[i : i + 1], self.policy)
+        return images
 
     def _decode(self, latents: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         ae = self.autoencoder
