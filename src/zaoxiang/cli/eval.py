@@ -3,6 +3,7 @@
     zaoxiang eval                                  # the default (built-in) model
     zaoxiang eval --weights runs/dit/export --n-per-category 20 --out runs/eval
     zaoxiang eval --ground-truth                   # the data builder's own renders: scorer sanity
+    zaoxiang eval --weights DIR --batch-size 32    # built-in model: 32 images per batched denoise
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --save-images: generate and save, do not score (e.g. on a GPU machine without Tesseract)")
     p.add_argument("--from-images", type=Path, default=None,
                    help="score images saved by --save-images (same items, langs, seeds) instead of generating")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="built-in model only: images (different items, each its own seed) per batched denoise; "
+                        "same images as 1 (the Runner, one request at a time) within float rounding (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     add_model_flags(p)
     p.set_defaults(func=run)
@@ -73,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     from zaoxiang.training.data import EVAL_CATEGORIES, SpritePack, heldout_eval_set
     from zaoxiang.training.eval.classifier import ObjectClassifier
     from zaoxiang.training.eval.harness import (
-        LANGS, FolderSource, GroundTruthSource, RunnerSource, SavingSource, evaluate,
+        LANGS, MAX_BATCH_SIZE, BatchedRunnerSource, FolderSource, GroundTruthSource, RunnerSource, SavingSource,
+        evaluate, generate_all,
     )
     from zaoxiang.training.eval.scoring import Scorer
 
@@ -91,6 +96,12 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidRequest(f"--categories: unknown {bad[0]!r}; known: {', '.join(EVAL_CATEGORIES)}",
                                  field="categories")
     seeds = _int_list(args.seeds, "seeds")
+    if not 1 <= args.batch_size <= MAX_BATCH_SIZE:
+        raise InvalidRequest(f"--batch-size must be between 1 and {MAX_BATCH_SIZE}, got {args.batch_size}",
+                             field="batch_size")
+    if args.batch_size > 1 and (args.ground_truth or args.from_images is not None):
+        raise InvalidRequest("--batch-size > 1 batches the built-in model's generation; it takes no --ground-truth "
+                             "or --from-images", field="batch_size")
     if args.generate_only and args.save_images is None:
         raise InvalidRequest("--generate-only needs --save-images DIR", field="generate_only")
     if args.from_images is not None and (args.ground_truth or args.save_images is not None):
@@ -119,16 +130,17 @@ def run(args: argparse.Namespace) -> int:
         else:
             registry, model_name = registry_for(settings, args.model)
         runner = Runner(registry, settings.engine, settings.limits.to_limits())
-        source = RunnerSource(runner, model_name, args.steps, args.guidance, args.turbo)
+        if args.batch_size > 1:
+            source = BatchedRunnerSource(runner, model_name, args.steps, args.guidance, args.turbo, args.batch_size)
+        else:
+            source = RunnerSource(runner, model_name, args.steps, args.guidance, args.turbo)
 
     if args.save_images is not None:
         source = SavingSource(source, args.save_images, items)
     if args.generate_only:
-        for i, item in enumerate(items):
-            for lang in langs:
-                source.images(item, lang, item.caption_en if lang == "en" else item.caption_zh, seeds)
-            if not args.quiet:
-                print(f"\r{i + 1}/{len(items)} items", end="", file=sys.stderr, flush=True)
+        for index, _, lang, _, _ in generate_all(source, items, langs, seeds):
+            if not args.quiet and lang == langs[-1]:
+                print(f"\r{index + 1}/{len(items)} items", end="", file=sys.stderr, flush=True)
         print(f"wrote {len(items) * len(langs) * len(seeds)} images to {args.save_images}")
         return 0
     scorer = Scorer(ObjectClassifier.load(args.classifier))

@@ -1,15 +1,20 @@
 """``evaluate``: generate the held-out prompts in each language, score every image, build a report.
 
 Images come from an ``ImageSource``: by default the engine's ``Runner`` (so evaluation measures
-what users get: same request validation, defaults, seeds and decode guard), or ``GroundTruthSource``
-(the data builder's own renders: a perfect generator, used to prove the scorers measure images).
+what users get: same request validation, defaults, seeds and decode guard), ``BatchedRunnerSource``
+(the built-in model only: the same resolved requests, many items per batched denoise — the same
+images, many times faster on a GPU), or ``GroundTruthSource`` (the data builder's own renders: a
+perfect generator, used to prove the scorers measure images).
+
+A source may also offer ``images_many(units, seeds)`` and a ``batch_size``: ``generate_all`` then
+hands it several (item, lang) units per call.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +25,9 @@ from zaoxiang.errors import InvalidRequest
 from zaoxiang.training.data.evalset import EVAL_CATEGORIES, EvalItem
 
 LANGS = ("en", "zh")
+MAX_BATCH_SIZE = 256
+# (item, lang, prompt): one caption of one item, drawn once per seed.
+Unit = tuple[EvalItem, str, str]
 _FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
 
 
@@ -47,6 +55,65 @@ class RunnerSource:
                                     seed=first, n=n, turbo=self.turbo)
             out += self.runner.run(req).images
         return out
+
+
+class BatchedRunnerSource:
+    """The built-in model, ``batch_size`` images (different prompts, each its own seed) per
+    ``BuiltinPipeline.generate_batch`` call. Every image's request goes through the Runner's own
+    ``resolve`` (limits, model defaults, turbo steps/guidance, LoRA hashes, negative prompt,
+    validation) and the Runner's LoRA activation, so it gets what ``RunnerSource`` would give it;
+    only the batching differs (pixels within ±1 from batch-size-dependent float rounding).
+
+    Not thread-safe against other users of the same Runner: the harness drives its runner alone.
+    With a lossy speed profile (first block cache) the cache decides per batch, so images then
+    depend on their batch neighbours.
+    """
+
+    def __init__(self, runner, model: str | None, steps: int | None, guidance: float | None, turbo: bool = False,
+                 batch_size: int = 16) -> None:
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise InvalidRequest(f"batch_size must be between 1 and {MAX_BATCH_SIZE}, got {batch_size}",
+                                 field="batch_size")
+        entry = runner.registry.get(model)
+        if entry.kind != "builtin":
+            raise InvalidRequest(f"batch_size {batch_size} > 1 works with the built-in model only; {entry.name!r} is a "
+                                 f"{entry.family} model: use batch_size 1", field="batch_size")
+        self.runner, self.model, self.steps, self.guidance, self.turbo = runner, entry.name, steps, guidance, turbo
+        self.batch_size, self.name = batch_size, entry.name
+
+    def images(self, item: EvalItem, lang: str, prompt: str, seeds: Sequence[int]) -> list[Image.Image]:
+        return self.images_many([(item, lang, prompt)], seeds)[0]
+
+    def images_many(self, units: Sequence[Unit], seeds: Sequence[int]) -> list[list[Image.Image]]:
+        """Per unit, one image per seed; the (prompt, seed) jobs run ``batch_size`` at a time."""
+        jobs = [(prompt, seed) for _, _, prompt in units for seed in seeds]
+        flat: list[Image.Image] = []
+        for start in range(0, len(jobs), self.batch_size):
+            flat += self._batch(jobs[start : start + self.batch_size])
+        k = len(seeds)
+        return [flat[i * k : (i + 1) * k] for i in range(len(units))]
+
+    def _batch(self, jobs: Sequence[tuple[str, int]]) -> list[Image.Image]:
+        from zaoxiang.engine.lora import applied_loras
+        from zaoxiang.protocol import GenerationRequest
+
+        runner = self.runner
+        entry = runner.registry.get(self.model)
+        pipe, _ = runner.load(entry.name)
+        if not hasattr(pipe, "generate_batch"):
+            raise InvalidRequest(f"model {entry.name!r} cannot generate in batches: use batch_size 1", field="batch_size")
+        reqs = [runner.resolve(GenerationRequest(prompt=prompt, model=self.model, steps=self.steps,
+                                                 guidance=self.guidance, seed=seed, n=1, turbo=self.turbo), pipe)
+                for prompt, seed in jobs]
+        # Only prompt and seed differ between jobs: steps, guidance, negative prompt, sampler and
+        # LoRAs (turbo included) resolve the same for all, so the first request's values hold for all.
+        first = reqs[0]
+        adapters = runner.loras.activate(first.loras, entry.path, entry.name)
+        with applied_loras(pipe, adapters):  # the base model is restored however the batch ends
+            return pipe.generate_batch(
+                [r.prompt for r in reqs], [int(r.seed) for r in reqs], int(first.steps), float(first.guidance),
+                first.negative_prompt, shift=first.sampler.shift,
+            )
 
 
 class GroundTruthSource:
@@ -85,11 +152,19 @@ class SavingSource:
         self._names = image_names(items)
         self.folder.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def batch_size(self) -> int:
+        return getattr(self.inner, "batch_size", 1)
+
     def images(self, item: EvalItem, lang: str, prompt: str, seeds: Sequence[int]) -> list[Image.Image]:
-        images = self.inner.images(item, lang, prompt, seeds)
-        for seed, image in zip(seeds, images):
-            image.save(self.folder / f"{self._names[id(item)]}-{lang}-{seed}.png")
-        return images
+        return self.images_many([(item, lang, prompt)], seeds)[0]
+
+    def images_many(self, units: Sequence[Unit], seeds: Sequence[int]) -> list[list[Image.Image]]:
+        out = unit_images(self.inner, units, seeds)
+        for (item, lang, _), images in zip(units, out):
+            for seed, image in zip(seeds, images):
+                image.save(self.folder / f"{self._names[id(item)]}-{lang}-{seed}.png")
+        return out
 
 
 class FolderSource:
@@ -112,6 +187,29 @@ class FolderSource:
             with Image.open(path) as im:
                 out.append(im.convert("RGB"))
         return out
+
+
+def unit_images(source: ImageSource, units: Sequence[Unit], seeds: Sequence[int]) -> list[list[Image.Image]]:
+    """``source.images_many`` where the source batches, else one ``images`` call per unit."""
+    many = getattr(source, "images_many", None)
+    if many is not None:
+        return many(units, seeds)
+    return [source.images(item, lang, prompt, seeds) for item, lang, prompt in units]
+
+
+def generate_all(
+    source: ImageSource, items: Sequence[EvalItem], langs: Sequence[str], seeds: Sequence[int],
+) -> Iterator[tuple[int, EvalItem, str, str, list[Image.Image]]]:
+    """(index, item, lang, prompt, one image per seed) for every item and language, in order. A
+    source with ``batch_size`` B gets about B // len(seeds) units per call (at least one)."""
+    units = [(index, item, lang, item.caption_en if lang == "en" else item.caption_zh)
+             for index, item in enumerate(items) for lang in langs]
+    per_call = max(1, getattr(source, "batch_size", 1) // len(seeds))
+    for start in range(0, len(units), per_call):
+        chunk = units[start : start + per_call]
+        results = unit_images(source, [(item, lang, prompt) for _, item, lang, prompt in chunk], seeds)
+        for (index, item, lang, prompt), images in zip(chunk, results):
+            yield index, item, lang, prompt, images
 
 
 def _consecutive_runs(seeds: Sequence[int], max_n: int) -> list[tuple[int, int]]:
@@ -219,11 +317,22 @@ def summarise(items: list[ItemResult], langs: Sequence[str]) -> list[CategorySco
 # -- evaluate ------------------------------------------------------------------------------------
 
 
-def _source_for(model_name_or_runner, steps, guidance, turbo) -> ImageSource:
+def _source_for(model_name_or_runner, steps, guidance, turbo, batch_size: int = 1) -> ImageSource:
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise InvalidRequest(f"batch_size must be between 1 and {MAX_BATCH_SIZE}, got {batch_size}", field="batch_size")
+
+    def runner_source(runner, name):
+        if batch_size == 1:
+            return RunnerSource(runner, name, steps, guidance, turbo)
+        return BatchedRunnerSource(runner, name, steps, guidance, turbo, batch_size)
+
     if hasattr(model_name_or_runner, "images"):
+        if batch_size != 1:
+            raise InvalidRequest("batch_size applies when evaluate builds the source from a model or a Runner; "
+                                 "give the ImageSource its own batch size", field="batch_size")
         return model_name_or_runner
     if hasattr(model_name_or_runner, "run") and hasattr(model_name_or_runner, "registry"):
-        return RunnerSource(model_name_or_runner, None, steps, guidance, turbo)
+        return runner_source(model_name_or_runner, None)
     if model_name_or_runner is None or isinstance(model_name_or_runner, str):
         from zaoxiang.engine.registry import ModelRegistry, builtin_entry
         from zaoxiang.engine.runner import Runner
@@ -236,7 +345,7 @@ def _source_for(model_name_or_runner, steps, guidance, turbo) -> ImageSource:
         else:
             registry = ModelRegistry.discover([name] if name and Path(name).is_dir() else [])
             name = Path(name).resolve().name if name and Path(name).is_dir() else name
-        return RunnerSource(Runner(registry), name, steps, guidance, turbo)
+        return runner_source(Runner(registry), name)
     raise InvalidRequest(f"cannot evaluate {type(model_name_or_runner).__name__}: pass a model name, a Runner "
                          "or an ImageSource", field="model")
 
@@ -255,13 +364,15 @@ def evaluate(
     sheet_items: int = 24,
     json_path: Path | str | None = None,
     on_item: Callable[[int, int], None] | None = None,
+    batch_size: int = 1,
 ) -> EvalReport:
     """Generate every item in every language for every seed, score each image, summarise.
 
     ``model_name_or_runner``: a registered model name, a built-in weights folder, a diffusers
     folder, a ``Runner`` (uses its default model) or any ``ImageSource``. ``scorer`` defaults to
     ``Scorer(ObjectClassifier.load())``. ``sheet`` / ``json_path`` write a contact sheet PNG of the
-    first ``sheet_items`` items (first seed, every language) and the full report.
+    first ``sheet_items`` items (first seed, every language) and the full report. ``batch_size``
+    > 1 (built-in model only) generates that many images per batched call (``BatchedRunnerSource``).
     """
     if not items:
         raise InvalidRequest("no evaluation items", field="items")
@@ -275,21 +386,18 @@ def evaluate(
         from zaoxiang.training.eval.scoring import Scorer
 
         scorer = Scorer(ObjectClassifier.load())
-    source = _source_for(model_name_or_runner, steps, guidance, turbo)
+    source = _source_for(model_name_or_runner, steps, guidance, turbo, batch_size)
 
     results: list[ItemResult] = []
     tiles: list[tuple[Image.Image, str, bool]] = []
-    for index, item in enumerate(items):
-        for lang in langs:
-            prompt = item.caption_en if lang == "en" else item.caption_zh
-            images = source.images(item, lang, prompt, list(seeds))
-            for seed, image in zip(seeds, images):
-                s = scorer.score(image, item)
-                results.append(ItemResult(index=index, category=item.category, lang=lang, seed=seed, caption=prompt,
-                                          passed=s.passed, detail=s.detail))
-            if sheet is not None and index < sheet_items:
-                tiles.append((images[0], f"[{item.category}] {prompt}", results[-len(images)].passed))
-        if on_item is not None:
+    for index, item, lang, prompt, images in generate_all(source, items, langs, list(seeds)):
+        for seed, image in zip(seeds, images):
+            s = scorer.score(image, item)
+            results.append(ItemResult(index=index, category=item.category, lang=lang, seed=seed, caption=prompt,
+                                      passed=s.passed, detail=s.detail))
+        if sheet is not None and index < sheet_items:
+            tiles.append((images[0], f"[{item.category}] {prompt}", results[-len(images)].passed))
+        if on_item is not None and lang == langs[-1]:
             on_item(index + 1, len(items))
 
     report = EvalReport(
