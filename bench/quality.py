@@ -335,7 +335,7 @@ def plot_eval_history(history: list[tuple[int, EvalReport]], path: Path) -> None
 
 
 def build(base_path: Path, turbo_path: Path, metrics: Sequence[Path], eval_history: Path | None, out: Path,
-          command: str = "") -> Path:
+          command: str = "", status: Path | None = None) -> Path:
     """Write ``out`` (markdown) and its asset folder; return the asset folder."""
     if out.suffix != ".md":
         raise InvalidRequest(f"--out {out}: must be a .md file", field="out")
@@ -349,6 +349,8 @@ def build(base_path: Path, turbo_path: Path, metrics: Sequence[Path], eval_histo
     if not curves:
         raise InvalidRequest("the --metrics files hold no metrics lines", field="metrics")
     history = read_eval_history(eval_history) if eval_history is not None else None
+    if status is not None and not Path(status).is_file():
+        raise InvalidRequest(f"--status {status}: no such file", field="status")
 
     assets = out.parent / out.stem  # bench/quality.md -> bench/quality/
     assets.mkdir(parents=True, exist_ok=True)
@@ -357,6 +359,8 @@ def build(base_path: Path, turbo_path: Path, metrics: Sequence[Path], eval_histo
     lines = ["# Built-in model quality", ""]
     if command:
         lines += [f"Made by `{command}` (`bench/quality.py`).", ""]
+    if status is not None:  # where the model stands and what the numbers rest on, kept beside the page
+        lines += [Path(status).read_text(encoding="utf-8").strip(), ""]
     lines += ["## Evaluation on held-out prompts", "", describe(base), describe(turbo), "",
               f"Pass rates in [0, 1]; ✓ meets issue 4's target, ✗ misses it by the points shown "
               f"(1 point = 0.01). Targets: {', '.join(f'{c} ≥ {t:.2f}' for c, t in TARGETS.items())} in both "
@@ -412,10 +416,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--metrics", type=Path, action="append", default=[], help="metrics.jsonl (repeat, in run order)")
     p.add_argument("--eval-history", type=Path, default=None, help="folder of eval reports named by step")
     p.add_argument("--out", type=Path, default=Path("bench/quality.md"))
+    p.add_argument("--status", type=Path, default=None, help="markdown placed under the title (where the model stands)")
     args = p.parse_args(argv)
     command = "python bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
-        assets = build(args.base_report, args.turbo_report, args.metrics, args.eval_history, args.out, command)
+        assets = build(args.base_report, args.turbo_report, args.metrics, args.eval_history, args.out, command,
+                       args.status)
     except InvalidRequest as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

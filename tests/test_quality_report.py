@@ -172,3 +172,17 @@ def test_bad_inputs_name_the_field(quality, tmp_path):
         quality.build(base, base, [metrics], tmp_path / "empty-history-missing", tmp_path / "q.md")
     assert e.value.field == "eval_history"
     assert quality.main(["--base-report", str(base), "--turbo-report", str(base), "--out", str(tmp_path / "q.md")]) == 2
+
+
+def test_status_note_goes_under_the_title_and_a_missing_one_names_the_field(quality, tmp_path):
+    base = _write_eval_dir(tmp_path / "eval-base", _report(BASE, 28, 4.0, False), "red")
+    metrics = _write_metrics(tmp_path / "m.jsonl", {"dit": [(50, 1.0), (100, 0.5)]})
+    note = tmp_path / "status.md"
+    note.write_text("**Not shipped yet:** objects are blobs.\n", encoding="utf-8")
+    out = tmp_path / "q.md"
+    quality.build(base, base, [metrics], None, out, command="x", status=note)
+    text = out.read_text(encoding="utf-8")
+    assert text.index("**Not shipped yet:** objects are blobs.") < text.index("## Evaluation on held-out prompts")
+    with pytest.raises(InvalidRequest) as e:
+        quality.build(base, base, [metrics], None, out, status=tmp_path / "missing.md")
+    assert e.value.field == "status"
