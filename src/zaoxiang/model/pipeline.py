@@ -141,8 +141,9 @@ class BuiltinPipeline(LoadedPipeline):
             # encode_text: the encoder's states, A1111 prompt weights applied (unchanged without them).
             text, mask = encode_text(self, list(prompts))  # (n, T, Dt), (n, T)
             neg = neg_mask = None
-            if guidance != 1.0:
-                neg, neg_mask = encode_text(self, [negative_prompt] * n)
+            if guidance != 1.0:  # one negative prompt for all: encoded once, shared by every row
+                neg, neg_mask = encode_text(self, [negative_prompt])  # (1, T', Dt), (1, T')
+                neg, neg_mask = neg.expand(n, -1, -1), neg_mask.expand(n, -1)  # (n, T', Dt), (n, T')
 
         # 2. Initial noise, one CPU generator per seed.
         lat = cfg.autoencoder.latent_size
