@@ -266,18 +266,31 @@ def forward_ms(model: nn.Module, captured: dict[str, Any], device: torch.device,
                graphs: bool = False) -> float:
     """Median ms of one transformer forward on the captured inputs, after ``warm`` untimed calls
     (CUDA graphs record on their first calls, so that row warms up 3 times)."""
+    return call_ms(lambda: call(model, captured), device, repeats, warm, before=lambda: mark_step(graphs))
+
+
+def call_ms(fn: Callable[[], Any], device: torch.device, repeats: int, warm: int = 1,
+            before: Callable[[], None] = lambda: None) -> float:
+    """Median ms of ``fn()`` after ``warm`` untimed calls; CUDA events on the GPU (no host gaps
+    between the two records are timed beyond the call itself)."""
     with torch.inference_mode():
         for _ in range(warm):
-            mark_step(graphs)
-            call(model, captured)
+            before()
+            fn()
         if device.type != "cuda":
-            return timed(lambda: call(model, captured), device, repeats)[0] * 1e3
+            times = []
+            for _ in range(repeats):
+                before()
+                start = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - start) * 1e3)
+            return statistics.median(times)
         times = []
         for _ in range(repeats):
-            mark_step(graphs)
+            before()
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record()
-            call(model, captured)
+            fn()
             b.record()
             torch.cuda.synchronize(device)
             times.append(a.elapsed_time(b))
@@ -295,14 +308,29 @@ def reset_peak(device: torch.device) -> None:
 
 def capture_forward_kwargs(model: nn.Module) -> tuple[dict[str, Any], Callable[[], None]]:
     """Keep the keyword arguments of the first call of ``model`` (for per-forward timing)."""
+    calls, remove = capture_forward_calls(model, 1)
     seen: dict[str, Any] = {}
 
+    def remove_and_fill() -> None:
+        remove()
+        if calls:
+            seen.update(calls[0])
+
+    return seen, remove_and_fill
+
+
+def capture_forward_calls(model: nn.Module, n: int) -> tuple[list[dict[str, Any]], Callable[[], None]]:
+    """Keep the arguments of the first ``n`` calls of ``model`` as ``{"args", "kwargs"}`` dicts.
+    The kwargs dicts are shallow copies: they hold the caller's tensor objects themselves, which
+    QwenCfgBatcher needs (it pairs the cond and uncond calls by object identity)."""
+    calls: list[dict[str, Any]] = []
+
     def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-        if not seen:
-            seen["args"], seen["kwargs"] = args, dict(kwargs)
+        if len(calls) < n:
+            calls.append({"args": args, "kwargs": dict(kwargs)})
 
     handle = model.register_forward_pre_hook(hook, with_kwargs=True)
-    return seen, handle.remove
+    return calls, handle.remove
 
 
 def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -315,10 +343,115 @@ def first_tensor(out: Any) -> torch.Tensor:
     return torch.stack(list(x)) if isinstance(x, list) else x
 
 
+# -- profile of one compiled forward ------------------------------------------------------------------------
+
+PROFILE_FORWARDS = 3  # forwards under the profiler: enough for a stable split, small enough for a small trace
+PROFILE_TOP = 15  # kernels listed by name
+CATEGORIES = ("GEMM", "attention", "elementwise+norm", "copies", "other")
+_ATTENTION = ("flash", "fmha", "attention", "sdpa", "attn", "mha")
+_GEMM = ("gemm", "cutlass", "xmma", "nvjet", "cublas", "triton_tem", "scaled_mm", "matmul")
+_COPIES = ("memcpy", "memset", "copy", "catarray", "clone", "contiguous")
+_ELEMENTWISE = ("triton", "elementwise", "reduce_kernel", "norm", "softmax", "silu", "gelu", "tanh", "sigmoid", "rsqrt")
+# aten op names (the CPU fallback counts ops, not kernels), matched exactly after "aten::"
+_ATEN = {"GEMM": {"mm", "addmm", "bmm", "baddbmm", "linear", "matmul"},
+         "copies": {"cat", "to", "_to_copy", "fill_", "zero_", "stack", "index_select"},
+         "elementwise+norm": {"mul", "add", "sub", "div", "div_", "neg", "exp", "sin", "cos", "where", "sum", "mean", "pow",
+                              "rsqrt", "gelu", "silu", "tanh", "sigmoid", "add_", "mul_", "addcmul", "lerp"}}
+
+
+def kernel_category(name: str) -> str:
+    """One of CATEGORIES for a CUDA kernel name (or, on CPU, an aten op name). Inductor's Triton
+    kernels first: a ``triton_tem`` is a GEMM template, every other ``triton_`` kernel is fused
+    pointwise/reduction work even when its name lists the ops it feeds (``_to_copy``,
+    ``_scaled_dot_product_..._attention`` for a layout change of SDPA's inputs). Then attention
+    (cuDNN/flash/cutlass SDPA kernels also contain "wgmma"/"cutlass"), GEMMs, copies, and the
+    remaining elementwise/normalisation kernels."""
+    n = name.lower()
+    if n.startswith("triton_") and not n.startswith("triton_tem"):
+        return "elementwise+norm"
+    op = n[len("aten::"):] if n.startswith("aten::") else None
+    for category, ops in _ATEN.items():
+        if op in ops:
+            return category
+    if any(k in n for k in _ATTENTION):
+        return "attention"
+    if any(k in n for k in _GEMM):
+        return "GEMM"
+    if any(k in n for k in _COPIES):
+        return "copies"
+    if any(k in n for k in _ELEMENTWISE):
+        return "elementwise+norm"
+    return "other"
+
+
+def summarise_profile(events: list[tuple[str, int, float]], forwards: int, wall_ms: float | None) -> dict[str, Any]:
+    """``events``: (name, calls, self time µs) per kernel over ``forwards`` forwards -> per-forward
+    table: categories with ms and share (shares sum to 100 % of the counted time), top kernels."""
+    total_us = sum(us for _, _, us in events) or 1e-9
+    per_cat = {c: 0.0 for c in CATEGORIES}
+    for name, _, us in events:
+        per_cat[kernel_category(name)] += us
+    top = sorted(events, key=lambda e: e[2], reverse=True)[:PROFILE_TOP]
+    return {
+        "forwards": forwards,
+        "wall_ms_per_forward": None if wall_ms is None else wall_ms / forwards,
+        "counted_ms_per_forward": total_us / 1e3 / forwards,
+        "categories": [{"category": c, "ms_per_forward": us / 1e3 / forwards, "share": us / total_us} for c, us in per_cat.items()],
+        "top": [{"name": name, "category": kernel_category(name), "calls_per_forward": calls / forwards,
+                 "ms_per_forward": us / 1e3 / forwards, "share": us / total_us} for name, calls, us in top],
+    }
+
+
+def profile_forwards(fn: Callable[[], Any], device: torch.device, forwards: int = PROFILE_FORWARDS,
+                     trace: Path | None = None) -> dict[str, Any]:
+    """Run ``fn`` (one forward, already warm) ``forwards`` times under ``torch.profiler``: CUDA
+    kernels' device time on the GPU, aten ops' self CPU time otherwise. No shapes, stacks or
+    memory are recorded (small trace); the chrome trace is written only when ``trace`` is given
+    (a ``.gz`` name is gzipped by torch)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch.inference_mode():
+        fn()  # warm: no first-call work inside the profile
+        sync(device)
+        with profile(activities=activities, record_shapes=False, with_stack=False, profile_memory=False) as prof:
+            start = time.perf_counter()
+            for _ in range(forwards):
+                fn()
+            sync(device)
+            wall_ms = (time.perf_counter() - start) * 1e3
+    events: list[tuple[str, int, float]] = []
+    source = "CPU ops, self time"
+    for e in prof.key_averages():
+        if cuda and e.device_type == torch.autograd.DeviceType.CUDA:
+            # torch >= 2.4 names it self_device_time_total; older releases self_cuda_time_total.
+            us = getattr(e, "self_device_time_total", None)
+            us = getattr(e, "self_cuda_time_total", 0.0) if us is None else us
+            events.append((e.key, e.count, float(us)))
+    if cuda and events:
+        source = "CUDA kernels, device time"
+    else:  # CPU run, or CUPTI gave no kernel events: aten ops' self time on the host
+        events = [(e.key, e.count, float(e.self_cpu_time_total)) for e in prof.key_averages()
+                  if e.device_type == torch.autograd.DeviceType.CPU and e.self_cpu_time_total > 0]
+        source = "CPU ops, self time" + (" (CUPTI gave no kernel events)" if cuda else "")
+    summary = summarise_profile(events, forwards, wall_ms)
+    summary["source"] = source
+    if trace is not None:
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        prof.export_chrome_trace(str(trace))
+        summary["trace"] = str(trace)
+    return summary
+
+
 # -- predictions, written before the GPU run ----------------------------------------------------------------
 # One H100/H200, 1024², batch 1, bf16. Known stock numbers are the issue's (H100); every other number is
 # the prediction of docs/performance.md's plan table (the reasoning is there), written before measuring.
 # Key: (model, mode) or (model, mode, steps) where a model has more than one setting.
+
+PROFILE_MODE = "profile: compiled forward"
+CFG_SEQ_MODE = "CFG step: sequential (2 x batch-1 forward)"
+CFG_BATCH_MODE = "CFG step: + cfg_batch (1 x batch-2 forward)"
 
 PREDICTIONS: dict[tuple, str] = {
     # per transformer forward, one change at a time (cumulative)
@@ -363,6 +496,14 @@ PREDICTIONS: dict[tuple, str] = {
     ("zimage", "zaoxiang lossless, tiled VAE"): "no OOM, peak < 30 GiB",
     ("zimage", "zaoxiang + first-block cache 0.08"): "~0.7 s (8 steps: few skipped)",
     ("zimage", "zaoxiang + fp8 matmuls"): "~0.65 s",
+    # profile of one compiled forward (written 2026-11-21, before the run): GEMM FLOP at ~760 TFLOP/s,
+    # attention 4*N^2*d per layer at ~650 TFLOP/s, the rest of the H200's measured compiled forward
+    ("flux", PROFILE_MODE): "GEMM ~78 ms (59.5 TFLOP), attention ~23 ms (14.9 TFLOP), elementwise+norm+copies ~29 ms of 130",
+    ("qwen", PROFILE_MODE): "GEMM ~79 ms (59.9 TFLOP), attention ~20 ms (13.2 TFLOP), elementwise+norm+copies ~33 ms of 132",
+    ("zimage", PROFILE_MODE): "GEMM ~66 ms (49.8 TFLOP), attention ~13 ms (8.7 TFLOP), elementwise+norm+copies ~16 ms of 95",
+    # Qwen true CFG, one step (cond + uncond) with compiled blocks
+    ("qwen", CFG_SEQ_MODE): "~264 ms (2 x 132 ms, H200 regional compile)",
+    ("qwen", CFG_BATCH_MODE): "plan: ~235 ms; H200 end to end (282 ms/step incl. VAE) hints >= 264 ms: masked text may leave cuDNN SDPA",
 }
 
 
@@ -398,6 +539,10 @@ class ModelResult:
     build_s: float = 0.0
     rows: list[Row] = field(default_factory=list)
     checks: dict[str, Any] = field(default_factory=dict)
+    # stock + whole-model torch.compile vs stock eager on the same inputs: the deviation that
+    # compiling alone causes, to judge zaoxiang's against (``status`` says why when not measured)
+    reference: dict[str, Any] = field(default_factory=lambda: {"status": "not measured: run without --stock-compile"})
+    profile: dict[str, Any] | None = None  # profile_forwards' summary of one compiled forward (--profile)
     speed: str = ""
 
 
@@ -565,6 +710,116 @@ def sync_quietly(device: torch.device) -> None:
         log.warning("device sync failed after a row", exc_info=True)
 
 
+def profile_row(result: ModelResult, spec: ArchSpec, args: argparse.Namespace, device: torch.device, session: Session,
+                pipe: Any, fwd_kwargs: dict[str, Any], compile_mode: str, lossless_state: dict[str, Any]) -> None:
+    """The ``--profile`` row: ``torch.profiler`` over a few forwards in the state of the last
+    lossless ladder row (regional compile + rewrites, no CUDA graphs), re-applied if that row failed.
+    Optional: skipped once the time budget is spent. Its table goes into the results' Profile section."""
+    from zaoxiang.engine.speed import apply_speed
+
+    def run(row: Row) -> None:
+        state_note = f"state of row '{lossless_state['mode']}'"
+        if not lossless_state["ok"]:  # that row failed or was skipped: its state is not trustworthy
+            reset_transformer(pipe)
+            rep = apply_speed(pipe, spec.family, transformer_options(compile_mode, **lossless_state["opts"]), device)
+            forward_ms(pipe.transformer, fwd_kwargs, device, 1)  # compiles outside the profile
+            state_note += f" (re-applied, that row did not finish: {short_summary(rep)})"
+        trace = None
+        if args.profile_trace is not None:
+            t = Path(args.profile_trace)
+            trace = t.with_name(f"{t.name.split('.')[0]}-{spec.key}{''.join('.' + x for x in t.name.split('.')[1:])}")
+        prof = profile_forwards(lambda: call(pipe.transformer, fwd_kwargs), device, trace=trace)
+        prof["state"] = state_note
+        result.profile = prof
+        wall = prof["wall_ms_per_forward"]
+        row.note = (f"{prof['forwards']} forwards, {prof['source']}: {prof['counted_ms_per_forward']:.3g} ms counted per "
+                    f"forward, {wall:.3g} ms wall under the profiler; {state_note}; table in the Profile section")
+
+    session.row(result, Row(spec.key, PROFILE_MODE, 1, spec.guidance, args.size), run, optional=True)
+
+
+def cfg_pair_rows(result: ModelResult, spec: ArchSpec, args: argparse.Namespace, device: torch.device, dtype: torch.dtype,
+                  session: Session, pipe: Any, embeds: dict[float, dict[str, Any]], compile_mode: str) -> None:
+    """Qwen-Image's true CFG step timed both ways on the same compiled blocks: the cond and uncond
+    calls of a stock CFG step are captured (same latents object, the real prompt and negative text
+    lengths), then timed as two sequential batch-1 forwards, then through ``QwenCfgBatcher`` (one
+    batch-2 forward with the shorter text padded and masked: exactly what ``cfg_batch`` does in a
+    run). Each row's per-forward column is one whole CFG step (cond + uncond)."""
+    from zaoxiang.engine.speed import QwenCfgBatcher, apply_speed
+
+    g_cfg = next((g for _, g in spec.extra_runs if g > 1.0), 4.0)
+    pair: dict[str, Any] = {}
+
+    def check(row: Row, mode: str, outs: tuple[Any, Any]) -> str:
+        notes = []
+        for half, out, ref in zip(("cond", "uncond"), outs, pair["refs"]):
+            err = rel_l2(first_tensor(out).float(), ref)
+            result.checks[f"forward rel_l2: {mode} ({half})"] = err
+            notes.append(f"{half} {err:.3g}")
+        return "forward rel L2 vs stock eager " + ", ".join(notes)
+
+    def sequential(row: Row) -> None:
+        reset_transformer(pipe)
+        emb = embeds.get(g_cfg) or random_embeds(spec, device, dtype, cfg=True)
+        calls, remove = capture_forward_calls(pipe.transformer, 2)
+        try:  # the first step's two transformer calls are the pair (2 steps: 1 gives a NaN timestep with shift_terminal)
+            stock_image(pipe, spec, emb, 2, g_cfg, args.size, args.seed, output_type="latent")
+        finally:
+            remove()
+        if len(calls) < 2:
+            raise RuntimeError(f"the stock CFG step made {len(calls)} transformer call(s), expected 2 (cond, uncond)")
+        cond, uncond = calls
+        if uncond["kwargs"].get("hidden_states") is not cond["kwargs"].get("hidden_states"):
+            raise RuntimeError("cond and uncond got different latents objects: QwenCfgBatcher cannot pair them")
+        with torch.inference_mode():
+            pair["refs"] = [first_tensor(call(pipe.transformer, c)).float() for c in calls]  # stock eager
+        pair["step"] = lambda: (call(pipe.transformer, cond), call(pipe.transformer, uncond))
+        reset_peak(device)
+        cold = time.perf_counter()
+        rep = apply_speed(pipe, spec.family, transformer_options(compile_mode), device)
+        with torch.inference_mode():
+            pair["step"]()  # compiles the blocks for both text lengths
+        sync(device)
+        row.cold_s = time.perf_counter() - cold
+        row.forward_ms = call_ms(pair["step"], device, args.repeats * 3)
+        row.peak_gib = peak_gib(device)
+        with torch.inference_mode():
+            outs = pair["step"]()
+        pair["outs"] = [first_tensor(o).float() for o in outs]
+        row.note = f"{short_summary(rep)}; per forward column = one CFG step (cond + uncond); {check(row, CFG_SEQ_MODE, outs)}"
+
+    def batched(row: Row) -> None:
+        if "outs" not in pair:
+            row.ok, row.note = False, "not timed: the sequential CFG row did not finish"
+            return
+        batcher = QwenCfgBatcher.install(pipe.transformer)
+        try:
+            batcher.reset()
+            reset_peak(device)
+            cold = time.perf_counter()
+            with torch.inference_mode():
+                pair["step"]()  # step 0: the batcher learns the pair (two sequential forwards)
+                pair["step"]()  # the first batch-2 forward: compiles the blocks for batch 2
+            sync(device)
+            row.cold_s = time.perf_counter() - cold
+            before, timed_steps = batcher.batched_calls, args.repeats * 3
+            row.forward_ms = call_ms(pair["step"], device, timed_steps)
+            if batcher.batched_calls - before != timed_steps + 1:  # + the warm-up step
+                raise RuntimeError(f"QwenCfgBatcher batched {batcher.batched_calls - before} of {timed_steps + 1} steps")
+            row.peak_gib = peak_gib(device)
+            with torch.inference_mode():
+                outs = pair["step"]()
+            vs_seq = ", ".join(f"{h} {rel_l2(first_tensor(o).float(), s):.3g}"
+                               for h, o, s in zip(("cond", "uncond"), outs, pair["outs"]))
+            row.note = (f"on: cfg_batch (+ the row above); per forward column = one CFG step; "
+                        f"{check(row, CFG_BATCH_MODE, outs)}; vs the sequential row {vs_seq}")
+        finally:
+            batcher.uninstall()
+
+    session.row(result, Row(spec.key, CFG_SEQ_MODE, 1, g_cfg, args.size), sequential)
+    session.row(result, Row(spec.key, CFG_BATCH_MODE, 1, g_cfg, args.size), batched)
+
+
 def run_model(spec: ArchSpec, args: argparse.Namespace, device: torch.device, dtype: torch.dtype, session: Session,
               result: ModelResult) -> ModelResult:
     from zaoxiang.engine.fused import install_real_rope
@@ -621,9 +876,12 @@ def run_model(spec: ArchSpec, args: argparse.Namespace, device: torch.device, dt
 
     # 1b. stock + whole-transformer torch.compile (the issue's baseline)
     if args.stock_compile:
+        result.reference = {"status": "not measured: the stock + torch.compile row did not finish"}
+
         def stock_compile(row: Row) -> None:
             if device.type != "cuda":
                 row.note = "not timed: torch.compile is used on CUDA only"
+                result.reference = {"status": f"not measured: torch.compile is used on CUDA only (device is {device})"}
                 return
             reset_peak(device)
             cold = time.perf_counter()
@@ -635,6 +893,15 @@ def run_model(spec: ArchSpec, args: argparse.Namespace, device: torch.device, dt
             row.e2e_s, _ = timed(lambda: stock_image(pipe, spec, embeds[g], st, g, size, seed), device, repeats)
             row.forward_ms = forward_ms(pipe.transformer, fwd_kwargs, device, repeats * 3)
             row.peak_gib = peak_gib(device)
+            # The reference deviation: diffusers' own compile against its own eager, same captured inputs
+            with torch.inference_mode():
+                out = first_tensor(call(pipe.transformer, fwd_kwargs)).float()
+            ref: dict[str, Any] = {"status": "measured", "forward_rel_l2": rel_l2(out, fwd_ref)}
+            if primary in state["stock"]:
+                lat = stock_image(pipe, spec, embeds[g], st, g, size, seed, output_type="latent")
+                ref[f"latents_rel_l2 ({st} steps g{g})"] = rel_l2(lat.float(), state["stock"][primary][1].float())
+            result.reference = ref
+            row.note = f"forward rel L2 vs stock eager {ref['forward_rel_l2']:.3g} (reference for the lossless check)"
 
         try:
             session.row(result, Row(key, "stock + torch.compile", *primary, size), stock_compile)
@@ -649,7 +916,10 @@ def run_model(spec: ArchSpec, args: argparse.Namespace, device: torch.device, dt
     if args.cuda_graphs:  # last: optional, and its compile mode is not the lossless profile's (yet)
         ladder.append(("forward: + CUDA graphs", {"cuda_graphs": True}))
     applied: dict[str, Any] = {}
+    lossless_state: dict[str, Any] = {"mode": "", "ok": False, "opts": {}}  # the last ladder row without CUDA graphs
     for i, (mode, change) in enumerate(ladder):
+        if change.get("cuda_graphs") and args.profile:
+            profile_row(result, spec, args, device, session, pipe, fwd_kwargs, compile_mode, lossless_state)
         applied |= change
 
         def step(row: Row, i: int = i, opts: dict[str, Any] = dict(applied)) -> None:
@@ -672,8 +942,17 @@ def run_model(spec: ArchSpec, args: argparse.Namespace, device: torch.device, dt
             if i > 0:
                 fwd_check(row, mode, graphs)
 
-        session.row(result, Row(key, mode, 1, primary[1], size), step, optional=bool(change.get("cuda_graphs")))
+        ok = session.row(result, Row(key, mode, 1, primary[1], size), step, optional=bool(change.get("cuda_graphs")))
+        if not change.get("cuda_graphs"):
+            lossless_state.update(mode=mode, ok=ok, opts=dict(applied))
+    if args.profile and not any(c.get("cuda_graphs") for _, c in ladder):
+        profile_row(result, spec, args, device, session, pipe, fwd_kwargs, compile_mode, lossless_state)
     session.flush()
+
+    # 2b. Qwen true CFG, one step: two sequential batch-1 forwards vs QwenCfgBatcher's one batch-2 forward
+    if spec.family == "qwen-image" and args.cfg_pair:
+        cfg_pair_rows(result, spec, args, device, dtype, session, pipe, embeds, compile_mode)
+        session.flush()
 
     # 3. VAE decode at the size, one change at a time (cumulative)
     vae_steps = [("VAE: stock decode", None),
@@ -786,11 +1065,84 @@ def fmt(x: float | None, scale: float = 1.0, digits: int = 3) -> str:
     return "—" if x is None else f"{x * scale:.{digits}g}"
 
 
+REFERENCE_FACTOR = 1.1  # zaoxiang may deviate from stock eager by up to 1.1x what stock + torch.compile does
+
+
+def _forward_devs(r: ModelResult) -> list[float]:
+    return [v for k, v in r.checks.items() if k == "one_forward_rel_l2" or k.startswith("forward rel_l2: ")]
+
+
+def _latent_devs(r: ModelResult) -> dict[str, float]:
+    return {k: v["latents_rel_l2"] for k, v in r.checks.items() if isinstance(v, dict) and "latents_rel_l2" in v}
+
+
 def checks_pass(r: ModelResult) -> bool:
-    fwd = [v for k, v in r.checks.items() if k == "one_forward_rel_l2" or k.startswith("forward rel_l2: ")]
-    lat = [v["latents_rel_l2"] for v in r.checks.values() if isinstance(v, dict)]
-    return "one_forward_rel_l2" in r.checks and all(v <= LOSSLESS_FORWARD_TOL for v in fwd) and all(
-        v <= LOSSLESS_LATENT_TOL for v in lat)
+    """The tolerance written before the first GPU run: every lossless forward <= 1 %, latents <= 3 %."""
+    return "one_forward_rel_l2" in r.checks and all(v <= LOSSLESS_FORWARD_TOL for v in _forward_devs(r)) and all(
+        v <= LOSSLESS_LATENT_TOL for v in _latent_devs(r).values())
+
+
+def reference_verdict(r: ModelResult) -> str:
+    """PASS / FAIL against stock + torch.compile's own deviation from stock eager (x REFERENCE_FACTOR):
+    every lossless forward against the reference forward, the primary setting's latents against the
+    reference latents (the reference has only the primary setting); "not measured (why)" otherwise."""
+    ref = r.reference
+    if ref.get("status") != "measured":
+        return ref.get("status", "not measured")
+    if "one_forward_rel_l2" not in r.checks:
+        return "not measured: zaoxiang's lossless forward did not finish"
+    limit = REFERENCE_FACTOR * ref["forward_rel_l2"]
+    ok = all(v <= limit for v in _forward_devs(r))
+    lat = _latent_devs(r)
+    for name, v in ref.items():
+        if name.startswith("latents_rel_l2 ("):
+            setting = name[len("latents_rel_l2 ("):-1]  # "28 steps g3.5", the key of r.checks
+            if setting in lat:
+                ok = ok and lat[setting] <= REFERENCE_FACTOR * v
+    return "PASS" if ok else "FAIL"
+
+
+def lossless_lines(r: ModelResult) -> list[str]:
+    fwd, lat = _forward_devs(r), _latent_devs(r)
+    ref = r.reference
+    if ref.get("status") == "measured":
+        ref_text = f"one forward {ref['forward_rel_l2']:.4g}" + "".join(
+            f", final latents {v:.4g} ({k[len('latents_rel_l2 ('):-1]})" for k, v in ref.items() if k.startswith("latents_rel_l2 ("))
+    else:
+        ref_text = ref.get("status", "not measured")
+    zx = (f"one forward max {max(fwd):.4g} over {len(fwd)} lossless forward checks" if fwd else "no forward check finished")
+    zx += "".join(f", final latents {v:.4g} ({k})" for k, v in lat.items())
+    return [
+        f"- **{r.key}** ({r.params / 1e9:.3f}B params, built in {r.build_s:.1f} s; speed: {r.speed})",
+        f"  - zaoxiang lossless vs stock eager (rel L2): {zx}",
+        f"  - stock + torch.compile vs stock eager, same captured forward inputs (rel L2, the reference): {ref_text}",
+        f"  - verdict, tolerance written before the run (forward ≤ {LOSSLESS_FORWARD_TOL}, latents ≤ {LOSSLESS_LATENT_TOL}): "
+        f"{'PASS' if checks_pass(r) else 'FAIL'}",
+        f"  - verdict, within stock-compile's own deviation (×{REFERENCE_FACTOR}): {reference_verdict(r)}",
+        f"  - all checks: {json.dumps(r.checks)}",
+    ]
+
+
+def profile_lines(r: ModelResult) -> list[str]:
+    p = r.profile
+    if not p:
+        return []
+    wall = p.get("wall_ms_per_forward")
+    lines = [f"### {r.key}", "",
+             f"{p['forwards']} forwards under torch.profiler ({p['source']}), {p.get('state', '')}. Counted "
+             f"{p['counted_ms_per_forward']:.4g} ms per forward" + (f" against {wall:.4g} ms wall under the profiler "
+             f"(the difference is idle device time: launch gaps, host work)" if wall is not None else "") + ".", "",
+             "| category | ms per forward | share |", "|---|---|---|"]
+    lines += [f"| {c['category']} | {c['ms_per_forward']:.4g} | {100 * c['share']:.1f} % |" for c in p["categories"]]
+    lines += ["", "| top kernel | category | calls per forward | ms per forward | share |", "|---|---|---|---|---|"]
+    for k in p["top"]:
+        name = k["name"].replace("|", "/")
+        name = name if len(name) <= 100 else name[:97] + "..."
+        lines.append(f"| `{name}` | {k['category']} | {k['calls_per_forward']:.3g} | {k['ms_per_forward']:.4g} | "
+                     f"{100 * k['share']:.1f} % |")
+    if p.get("trace"):
+        lines += ["", f"Chrome trace: `{p['trace']}`."]
+    return lines + [""]
 
 
 def render(results: list[ModelResult], device_name: str, args: argparse.Namespace, elapsed_s: float) -> str:
@@ -811,11 +1163,22 @@ def render(results: list[ModelResult], device_name: str, args: argparse.Namespac
                          f"{fmt(row.forward_ms)} | {fmt(row.vae_ms)} | {fmt(row.peak_gib)} | {fmt(row.cold_s)} | "
                          f"{row.predicted} | {note} |")
     lines += ["", "## Lossless checks (zaoxiang vs stock, same weights and seed)", "",
-              f"Tolerances: one forward rel L2 ≤ {LOSSLESS_FORWARD_TOL} (every lossless forward row); final latents "
-              f"rel L2 ≤ {LOSSLESS_LATENT_TOL}.", ""]
+              f"Two verdicts, both printed: the tolerance written before the first GPU run (one forward rel L2 ≤ "
+              f"{LOSSLESS_FORWARD_TOL} for every lossless forward row, final latents rel L2 ≤ {LOSSLESS_LATENT_TOL}), "
+              f"and whether zaoxiang deviates from stock eager by at most ×{REFERENCE_FACTOR} what stock diffusers + "
+              f"whole-model torch.compile does on the same captured inputs (measured only with --stock-compile on CUDA).",
+              ""]
     for r in results:
-        lines.append(f"- **{r.key}** ({r.params / 1e9:.3f}B params, built in {r.build_s:.1f} s; speed: {r.speed}): "
-                     f"{'PASS' if checks_pass(r) else 'FAIL'} — {json.dumps(r.checks)}")
+        lines += lossless_lines(r)
+    profiled = [r for r in results if r.profile]
+    if profiled:
+        lines += ["", "## Profile of one compiled forward (--profile)", "",
+                  "Kernel time by category: GEMM (cuBLAS/CUTLASS/Inductor templates), attention (SDPA's flash/cuDNN/"
+                  "efficient kernels), elementwise+norm (Inductor's fused Triton kernels and eager pointwise/"
+                  "reduction kernels), copies (memcpy/memset, dtype and layout copies, cat), other. Shares are of "
+                  "the counted kernel time.", ""]
+        for r in profiled:
+            lines += profile_lines(r)
     return "\n".join(lines) + "\n"
 
 
@@ -842,6 +1205,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
                     help="the CUDA-graph row (compile mode reduce-overhead on the blocks)")
     ap.add_argument("--lossy", action="store_true", help="also time first-block cache and fp8")
+    ap.add_argument("--profile", action="store_true",
+                    help="torch.profiler over a few compiled forwards after the lossless forward rows: kernel time by "
+                         "category (GEMM / attention / elementwise+norm / copies / other) in the results' Profile section")
+    ap.add_argument("--profile-trace", type=Path, default=None, metavar="PATH",
+                    help="with --profile: also write the chrome trace, PATH with the model key added "
+                         "(e.g. $OUT/trace.json.gz -> trace-flux.json.gz; .gz is gzipped)")
+    ap.add_argument("--cfg-pair", action=argparse.BooleanOptionalAction, default=True,
+                    help="Qwen-Image: time one true-CFG step as 2 sequential batch-1 forwards and as one batch-2 forward")
     ap.add_argument("--time-budget-s", type=float, default=540.0,
                     help="after this many seconds, optional rows (extra settings, tiled 2x, CUDA graphs, lossy) are skipped")
     ap.add_argument("--fail-row", action="append", default=[], metavar="MODE",
