@@ -235,5 +235,5 @@ def test_qwen_cfg_pair_rows(tiny_run):
     qwen = next(res for res in results if res["key"] == "qwen")
     for mode in (seq, batch):  # the batch-2 forward (padded, masked text) equals the sequential forwards
         for half in ("cond", "uncond"):
-            assert qwen["checks"][f"forward rel_l2: {mode} ({half})"] <= 1e-4
+            assert qwen["checks"][f"cfg forward rel_l2: {mode} ({half})"] <= 1e-4
     assert not any("CFG step" in r["mode"] for r in results[0]["rows"])  # Z-Image batches its CFG already
