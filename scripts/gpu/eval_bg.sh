@@ -14,13 +14,15 @@
 # development machine: `zaoxiang eval --from-images DIR --categories sign` (docs/model.md).
 # Env: RUN [/root/run], PACK [/root/stage/pack.zip], TEXT_ENCODER [/root/stage/e5-subset.safetensors],
 #      EVAL_GPU [0], EVAL_DEVICE [cuda], HIST_N [10], BASE_N [1000: all held-out items],
-#      SWEEP ["28:4"], WAIT_FOR [none: a file to wait for first, e.g. $RUN/weights.done, ≤ 20 min].
+#      SWEEP ["28:4"], WAIT_FOR [none: a file to wait for first, e.g. $RUN/weights.done, ≤ 20 min],
+#      EVAL_BATCH [32: images per batched denoise, `zaoxiang eval --batch-size`; 1 = one at a time].
 set -euo pipefail
 what="${1:?usage: $0 history|base|turbo|base4}"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 RUN="${RUN:-/root/run}"; PACK="${PACK:-/root/stage/pack.zip}"
 TEXT_ENCODER="${TEXT_ENCODER:-/root/stage/e5-subset.safetensors}"
 WAIT_FOR="${WAIT_FOR:-}"; EVAL_GPU="${EVAL_GPU:-0}"; HIST_N="${HIST_N:-10}"; BASE_N="${BASE_N:-1000}"; SWEEP="${SWEEP:-28:4}"
+EVAL_BATCH="${EVAL_BATCH:-32}"
 mkdir -p "$RUN/evals" "$RUN/evalcode"
 rm -rf "$RUN/evalcode/src"; cp -r "$repo/src" "$RUN/evalcode/src"  # training's copy may be replaced under it
 cat > "$RUN/evals/run-$what.sh" <<EOF
@@ -32,8 +34,9 @@ scored="--categories identity,position,count,background --pack $PACK --quiet"
 evaluate() {  # OUT_DIR N WEIGHTS [eval args...]
   local out="\$1" n="\$2" w="\$3"; shift 3
   [ -f "\$out/report.json" ] && return 0
-  zx eval --weights "\$w" --n-per-category "\$n" \$scored --out "\$out" "\$@" || echo "eval \$out failed"
-  zx eval --weights "\$w" --n-per-category "\$n" --categories sign --pack $PACK --quiet \
+  zx eval --weights "\$w" --n-per-category "\$n" \$scored --batch-size $EVAL_BATCH --out "\$out" "\$@" \
+     || echo "eval \$out failed"
+  zx eval --weights "\$w" --n-per-category "\$n" --categories sign --pack $PACK --quiet --batch-size $EVAL_BATCH \
      --save-images "\$out/sign-images" --generate-only "\$@" || echo "sign images \$out failed"
 }
 if [ -n "$WAIT_FOR" ]; then
