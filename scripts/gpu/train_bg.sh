@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Start base-preset training in the background on the GPU machine (survives between remote calls).
 #
-#   scripts/gpu/train_bg.sh [ae|dit|both|turbo|all] [EXTRA zaoxiang-train ARGS...]
+#   scripts/gpu/train_bg.sh [ae|dit|both|turbo|all|continue] [EXTRA zaoxiang-train ARGS...]
 #
 #   all = ae, then dit (exported to $RUN/weights), then turbo (turbo_lora.safetensors into
 #   $RUN/weights): one chain, so no call has to be made between stages.
+#   continue = the same without the ae (AE and INIT_FROM name an earlier run's weights folder).
 #
 # Env (defaults in brackets):
 #   PRESET     model preset (tiny for a CPU smoke run)           [base]
@@ -29,7 +30,7 @@ RUN="${RUN:-/root/run}"; PACK="${PACK:-/root/stage/pack}"; PRESET="${PRESET:-bas
 TEXT_ENCODER="${TEXT_ENCODER:-/root/stage/e5-small-q4.bin}"
 AE_STEPS="${AE_STEPS:-6000}"; DIT_STEPS="${DIT_STEPS:-40000}"; AE="${AE:-$RUN/ae}"
 TURBO_STEPS="${TURBO_STEPS:-3000}"; KEEP_EVERY="${KEEP_EVERY:-2000}"
-if [ "$stage" = all ]; then BASE="${BASE:-$RUN/weights}"; else BASE="${BASE:-/root/stage/weights}"; fi
+if [ "$stage" = all ] || [ "$stage" = continue ]; then BASE="${BASE:-$RUN/weights}"; else BASE="${BASE:-/root/stage/weights}"; fi
 # NVLink multicast stays off on shared hosts (the machine sets these; keep them for child processes).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 launcher() {  # GPUS -> the command prefix that runs zaoxiang.cli.train on them (torchrun for several)
@@ -60,7 +61,8 @@ case "$stage" in
   both) cmd="$ae_cmd && $dit_cmd" ;;
   turbo) cmd="$turbo_cmd --export $RUN/turbo/turbo_lora.safetensors" ;;
   all) cmd="$ae_cmd && $dit_cmd --export $RUN/weights && touch $RUN/weights.done && $turbo_cmd --export $RUN/weights && touch $RUN/turbo.done" ;;
-  *) echo "usage: $0 [ae|dit|both|turbo|all] [extra args]" >&2; exit 2 ;;
+  continue) cmd="$dit_cmd --export $RUN/weights && touch $RUN/weights.done && $turbo_cmd --export $RUN/weights && touch $RUN/turbo.done" ;;
+  *) echo "usage: $0 [ae|dit|both|turbo|all|continue] [extra args]" >&2; exit 2 ;;
 esac
 echo "$cmd" > "$RUN/command.txt"
 cd "$RUN/code"
