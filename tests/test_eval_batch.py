@@ -201,3 +201,19 @@ def test_cli_refuses_batch_size_for_a_diffusers_model(pack_path, tmp_path, capsy
                  "--device", "cpu", "--quiet", "--batch-size", "4"]) == 1
     err = capsys.readouterr().err
     assert "batch_size" in err and "built-in" in err
+
+
+def test_sources_record_the_steps_and_guidance_the_engine_ran(runner):
+    """A turbo evaluation asks for no steps/guidance; the report must say what ran (the adapter's
+    recommended 2 steps at guidance 1 here), not None."""
+    units = [(None, "en", PROMPTS[0])]
+    for source in (RunnerSource(runner, None, None, None, True), BatchedRunnerSource(runner, None, None, None, True, 2)):
+        assert source.resolved is None
+        if isinstance(source, RunnerSource):
+            source.images(None, "en", PROMPTS[0], SEEDS)
+        else:
+            source.images_many(units, SEEDS)
+        assert source.resolved == (2, 1.0)
+    explicit = RunnerSource(runner, None, 3, 2.5, False)
+    explicit.images(None, "en", PROMPTS[0], SEEDS[:1])
+    assert explicit.resolved == (3, 2.5)

@@ -45,6 +45,7 @@ class RunnerSource:
     def __init__(self, runner, model: str | None, steps: int | None, guidance: float | None, turbo: bool = False) -> None:
         self.runner, self.model, self.steps, self.guidance, self.turbo = runner, model, steps, guidance, turbo
         self.name = runner.registry.get(model).name
+        self.resolved: tuple[int, float] | None = None  # (steps, guidance) the engine ran: defaults/turbo filled in
 
     def images(self, item: EvalItem, lang: str, prompt: str, seeds: Sequence[int]) -> list[Image.Image]:
         from zaoxiang.protocol import GenerationRequest
@@ -53,7 +54,9 @@ class RunnerSource:
         for first, n in _consecutive_runs(seeds, self.runner.limits.max_images):
             req = GenerationRequest(prompt=prompt, model=self.model, steps=self.steps, guidance=self.guidance,
                                     seed=first, n=n, turbo=self.turbo)
-            out += self.runner.run(req).images
+            result = self.runner.run(req)
+            self.resolved = (int(result.request.steps), float(result.request.guidance))
+            out += result.images
         return out
 
 
@@ -79,6 +82,7 @@ class BatchedRunnerSource:
             raise InvalidRequest(f"batch_size {batch_size} > 1 works with the built-in model only; {entry.name!r} is a "
                                  f"{entry.family} model: use batch_size 1", field="batch_size")
         self.runner, self.model, self.steps, self.guidance, self.turbo = runner, entry.name, steps, guidance, turbo
+        self.resolved: tuple[int, float] | None = None  # (steps, guidance) of the last batch: defaults/turbo filled in
         self.batch_size, self.name = batch_size, entry.name
 
     def images(self, item: EvalItem, lang: str, prompt: str, seeds: Sequence[int]) -> list[Image.Image]:
@@ -108,6 +112,7 @@ class BatchedRunnerSource:
         # Only prompt and seed differ between jobs: steps, guidance, negative prompt, sampler and
         # LoRAs (turbo included) resolve the same for all, so the first request's values hold for all.
         first = reqs[0]
+        self.resolved = (int(first.steps), float(first.guidance))
         adapters = runner.loras.activate(first.loras, entry.path, entry.name)
         with applied_loras(pipe, adapters):  # the base model is restored however the batch ends
             return pipe.generate_batch(
@@ -400,6 +405,10 @@ def evaluate(
         if on_item is not None and lang == langs[-1]:
             on_item(index + 1, len(items))
 
+    # The report states what ran: the model's (or the turbo adapter's) defaults when none were asked for.
+    resolved = getattr(source, "resolved", None)
+    if resolved is not None:
+        steps, guidance = (steps if steps is not None else resolved[0]), (guidance if guidance is not None else resolved[1])
     report = EvalReport(
         model=source.name, steps=steps, guidance=guidance, turbo=turbo, seeds=list(seeds), langs=list(langs),
         classifier_heldout_accuracy=getattr(getattr(scorer, "classifier", None), "heldout_accuracy", None),
