@@ -4,7 +4,13 @@ Cost does not depend on weight values, so this sizes the ``base`` preset before 
 Rows: 4 steps at guidance 1 (the turbo target: ≤ 1.5 s total on the 2-core dev CPU) and
 28 steps with CFG; fp32 and bf16 weights/activations.
 
+With ``--weights DIR`` it times trained weights through the engine's ``Runner`` instead (what
+``zaoxiang generate`` runs, minus process start): the model's defaults, 4 steps at guidance 1,
+and ``turbo`` (the LoRA beside the weights, applied per request) when ``turbo_lora.safetensors``
+is there.
+
     .venv/bin/python bench/builtin_cpu.py [--preset base] [--repeats 3] [--threads N]
+    .venv/bin/python bench/builtin_cpu.py --weights runs/s2/weights
 """
 
 from __future__ import annotations
@@ -38,15 +44,53 @@ def run_once(pipe: BuiltinPipeline, steps: int, guidance: float) -> dict[str, fl
     return {**timer.seconds, "total": time.perf_counter() - start}
 
 
+def runner_rows(weights: str, repeats: int) -> None:
+    """Trained weights through the Runner: defaults, 4 steps / guidance 1, and turbo if present."""
+    from pathlib import Path
+
+    from zaoxiang.engine.registry import ModelRegistry, builtin_entry
+    from zaoxiang.engine.runner import Runner
+    from zaoxiang.settings import EngineSettings
+
+    folder = Path(weights).resolve()
+    entry = builtin_entry(folder)
+    if entry is None:
+        raise SystemExit(f"--weights {folder}: no config.json + *.safetensors there")
+    runner = Runner(ModelRegistry([entry]), EngineSettings(device="cpu"))
+    rows = [("defaults", {}), ("4 steps, guidance 1", {"steps": 4, "guidance": 1.0})]
+    if (folder / "turbo_lora.safetensors").exists():
+        rows.append(("turbo (LoRA, 4 steps, guidance 1)", {"turbo": True}))
+    print(f"weights {folder}; torch threads {torch.get_num_threads()}; median of {repeats} after a warm-up")
+    print("\n| setting | steps | guidance | total s | phases s |")
+    print("|---|---|---|---|---|")
+    for name, extra in rows:
+        def once():
+            req = GenerationRequest(prompt="一只红苹果 on a blue background", seed=1, model=entry.name, **extra)
+            start = time.perf_counter()
+            result = runner.run(req)
+            return time.perf_counter() - start, result
+
+        once()  # warm-up: load, LoRA file read
+        runs = [once() for _ in range(repeats)]
+        total = statistics.median(t for t, _ in runs)
+        res = runs[0][1]
+        phases = ", ".join(f"{k} {v:.3f}" for k, v in res.timings.as_dict().items() if isinstance(v, (int, float)))
+        print(f"| {name} | {res.request.steps} | {res.request.guidance:g} | {total:.3f} | {phases} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="base")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--weights", default=None, help="trained weights folder: time it through the Runner")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.weights:
+        runner_rows(args.weights, args.repeats)
+        return
     cfg = preset(args.preset)
     torch.manual_seed(0)
     dit, ae = MMDiT(cfg.transformer), Autoencoder(cfg.autoencoder)
