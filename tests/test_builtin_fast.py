@@ -25,12 +25,7 @@ from zaoxiang.model.serialization import save_weights
 from zaoxiang.protocol import GenerationRequest
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/fixtures_tiny.py
 
 
 def _random_dit(cfg, seed: int = 0) -> MMDiT:

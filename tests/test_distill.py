@@ -23,12 +23,7 @@ from zaoxiang.training.distill import DistillConfig, lora_targets, main, make_di
 from zaoxiang.training.synthetic import SyntheticStream
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/fixtures_tiny.py
 
 
 class Fixed:

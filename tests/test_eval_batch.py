@@ -35,12 +35,7 @@ PROMPTS = ["一只红苹果", "a blue car on the left", "三只猫", "a sign tha
 SEEDS = [5, 6]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/fixtures_tiny.py
 
 
 @pytest.fixture(scope="module")
@@ -158,19 +153,8 @@ def test_cli_refuses_batch_size_where_nothing_is_generated(capsys):
 
 
 @pytest.fixture(scope="module")
-def pack_path(tmp_path_factory):
-    from zaoxiang.training.data import COMMON_VOCAB, build_pack
-    from zaoxiang.training.data.assets import AssetsNotFound, find_assets
-    from zaoxiang.training.data.heldout import HELDOUT_COUNTS, HELDOUT_PAIRS, HELDOUT_SIGNS
-
-    try:
-        find_assets()
-    except AssetsNotFound as exc:
-        pytest.skip(f"assets not installed: {exc.message}")
-    ids = set(COMMON_VOCAB[:6]) | set(HELDOUT_PAIRS[0]) | {HELDOUT_COUNTS[0][0]}
-    path = tmp_path_factory.mktemp("evpack") / "pack.zip"
-    build_pack(None, path, concept_ids=ids, sign_words=[w for w, _ in HELDOUT_SIGNS[:2]])
-    return path
+def pack_path(small_eval_pack):
+    return small_eval_pack  # tests/fixtures_tiny.py: built once per session
 
 
 def test_cli_report_is_the_same_with_batch_size_4(pack_path, weights, tmp_path):

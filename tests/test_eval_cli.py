@@ -13,21 +13,11 @@ from zaoxiang.model.autoencoder import Autoencoder
 from zaoxiang.model.config import preset
 from zaoxiang.model.mmdit import MMDiT
 from zaoxiang.model.serialization import save_weights
-from zaoxiang.training.data import COMMON_VOCAB, build_pack
-from zaoxiang.training.data.assets import AssetsNotFound, find_assets
-from zaoxiang.training.data.heldout import HELDOUT_COUNTS, HELDOUT_PAIRS, HELDOUT_SIGNS
 
 
 @pytest.fixture(scope="module")
-def pack_path(tmp_path_factory):
-    try:
-        find_assets()
-    except AssetsNotFound as exc:
-        pytest.skip(f"assets not installed: {exc.message}")
-    ids = set(COMMON_VOCAB[:6]) | set(HELDOUT_PAIRS[0]) | {HELDOUT_COUNTS[0][0]}
-    path = tmp_path_factory.mktemp("evpack") / "pack.zip"
-    build_pack(None, path, concept_ids=ids, sign_words=[w for w, _ in HELDOUT_SIGNS[:2]])
-    return path
+def pack_path(small_eval_pack):
+    return small_eval_pack  # tests/fixtures_tiny.py: built once per session
 
 
 @pytest.fixture(scope="module")

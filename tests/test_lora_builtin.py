@@ -24,12 +24,7 @@ from zaoxiang.settings import EngineSettings
 TARGETS = ("dual.0.img.qkv", "dual.0.txt.qkv", "single.0.linear1", "single.0.linear2", "final")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/fixtures_tiny.py
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,7 @@ from zaoxiang.protocol import parse_request
 from zaoxiang.settings import EngineSettings
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/fixtures_tiny.py
 
 
 def _pair(gen, out_f, in_f, rank=4, std=0.3):

@@ -36,19 +36,8 @@ def bench():
 
 
 @pytest.fixture(scope="module")
-def pack_path(tmp_path_factory):
-    from zaoxiang.training.data import COMMON_VOCAB, build_pack
-    from zaoxiang.training.data.assets import AssetsNotFound, find_assets
-    from zaoxiang.training.data.heldout import HELDOUT_COUNTS, HELDOUT_PAIRS, HELDOUT_SIGNS
-
-    try:
-        find_assets()
-    except AssetsNotFound as exc:
-        pytest.skip(f"assets not installed: {exc.message}")
-    ids = set(COMMON_VOCAB[:6]) | set(HELDOUT_PAIRS[0]) | {HELDOUT_COUNTS[0][0]}
-    path = tmp_path_factory.mktemp("lqpack") / "pack.zip"
-    build_pack(None, path, concept_ids=ids, sign_words=[w for w, _ in HELDOUT_SIGNS[:2]])
-    return path
+def pack_path(small_eval_pack):
+    return small_eval_pack  # tests/fixtures_tiny.py: built once per session
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,7 @@ from zaoxiang.model.config import ModelConfig, TransformerConfig, preset
 from zaoxiang.model.mmdit import MMDiT, apply_rope, rope_2d
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/fixtures_tiny.py
 
 
 def _model(seed=0, randomise=True):

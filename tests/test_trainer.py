@@ -13,13 +13,7 @@ from zaoxiang.training.synthetic import SyntheticStream
 from zaoxiang.training.trainer import TrainConfig, Trainer, load_autoencoder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two cores shared with other jobs: one thread avoids oversubscription stalls.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/fixtures_tiny.py
 
 
 class Fixed:
