@@ -289,3 +289,19 @@ def test_keyword_calls_are_seen_too():
     cache.uninstall()
     assert stats.forwards == 2 and stats.skipped_forwards == 1
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_few_step_runs_leave_the_cache_off(pipe):
+    """At turbo's 4 steps the cache never skipped and only cost time (bench/lossy-quality-cpu.md), so
+    such runs leave it off even at a threshold that skips at 8 steps."""
+    plain = _run(pipe, steps=4)
+    speed = _lossy(pipe, 1.0)
+    try:
+        few = _run(pipe, steps=4)
+        assert speed.take_stats().skipped_forwards == 0
+        assert np.array_equal(plain, few)
+        _run(pipe, steps=8)  # the same cache does skip on a longer run right after
+        assert speed.take_stats().skipped_forwards >= 1
+    finally:
+        speed.undo()
+        pipe.speed = None

@@ -106,10 +106,13 @@ def test_lossy_modes_differ_from_lossless_and_fp8_runs_where_available(bench, pa
     by = {(r["setting"], r["mode"]): r for r in report["results"]}
     for setting in ("default", "turbo"):
         fbc, fp8, both = by[(setting, "fbc 1.0")], by[(setting, "fp8")], by[(setting, "fp8 + fbc 1.0")]
-        assert fbc["blocks_skipped"] > 0 and math.isfinite(fbc["psnr_db"]) and fbc["ssim"] < 1.0
         assert fp8["status"] == "ok" and fp8["blocks_skipped"] == 0.0 and math.isfinite(fp8["psnr_db"])
         assert "fp8=on" in fp8["speed_report"] and "first_block_cache=on" in both["speed_report"]
-        assert both["blocks_skipped"] > 0
+        if setting == "default":  # 8 steps: the cache skips and changes pixels
+            assert fbc["blocks_skipped"] > 0 and math.isfinite(fbc["psnr_db"]) and fbc["ssim"] < 1.0
+            assert both["blocks_skipped"] > 0
+        else:  # the adapter's 3 steps: few-step runs leave the cache off (model/fast.py)
+            assert fbc["blocks_skipped"] == 0 and both["blocks_skipped"] == 0 and fbc["ssim"] == 1.0
 
 
 def test_ssim_closed_forms(bench):

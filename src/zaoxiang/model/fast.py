@@ -58,6 +58,13 @@ class CacheStats:
         return self.blocks_skipped / self.blocks_total if self.blocks_total else 0.0
 
 
+# At 4 steps (turbo) the first block's residual moves far more than any useful threshold between
+# steps, so nothing is skipped and the comparison only costs time (bench/lossy-quality-cpu.md:
+# 0 % skipped, 4-9 % slower). Runs of at most this many steps leave the cache off (4: the only
+# few-step count measured; 28 steps skipped 15-42 %).
+CACHE_MIN_STEPS_EXCLUSIVE = 4
+
+
 class FirstBlockCache:
     """The step cache on one MMDiT. ``install`` / ``uninstall``; ``reset`` forgets the last run."""
 
@@ -75,8 +82,14 @@ class FirstBlockCache:
 
     # -- state ----------------------------------------------------------------------------------
 
-    def reset(self) -> None:
-        """Forget the previous run (residuals, the text it was for). Counters are kept."""
+    def reset(self, steps: int | None = None) -> None:
+        """Forget the previous run (residuals, the text it was for). Counters are kept. ``steps``:
+        the coming run's step count; runs of ≤ CACHE_MIN_STEPS_EXCLUSIVE steps never skip."""
+        self.active = steps is None or steps > CACHE_MIN_STEPS_EXCLUSIVE
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop the previous run's residuals; ``active`` (set by ``reset``) stays."""
         self._n_txt = 0
         self._text: torch.Tensor | None = None  # the run's text states (identity marks the run)
         self._shape: tuple[int, ...] | None = None
@@ -115,7 +128,7 @@ class FirstBlockCache:
         x, text = named["x"], named["text"]  # (B, C, h, w), (B, T, Dt)
         # Another run: new text states (every run encodes its own), or another batch/latent shape.
         if text is not self._text or tuple(x.shape) != self._shape:
-            self.reset()
+            self._forget()
             self._text, self._shape = text, tuple(x.shape)
         self._n_txt = text.shape[1]
         self.stats.forwards += 1
@@ -129,7 +142,8 @@ class FirstBlockCache:
     def _decide(self, residual: torch.Tensor) -> bool:
         """True to skip the remaining blocks. One host sync per step (inherent to the rule)."""
         prev = self._head_residual
-        if prev is None or self._tail_residual is None or prev.shape != residual.shape or self.threshold == 0.0:
+        if (not self.active or prev is None or self._tail_residual is None or prev.shape != residual.shape
+                or self.threshold == 0.0):
             return False
         prev32 = prev.float()
         diff = (residual.float() - prev32).abs().mean() / prev32.abs().mean().clamp_min(1e-12)
@@ -223,9 +237,9 @@ class BuiltinSpeed:
     fp8_layers: int = 0
     notes: dict[str, str] = field(default_factory=dict)
 
-    def reset(self) -> None:
+    def reset(self, steps: int | None = None) -> None:
         if self.cache is not None:
-            self.cache.reset()
+            self.cache.reset(steps)
 
     def take_stats(self) -> CacheStats:
         return self.cache.take_stats() if self.cache is not None else CacheStats()

@@ -128,7 +128,9 @@ class BuiltinPipeline(LoadedPipeline):
             raise InvalidRequest(f"need one seed per prompt, got {len(prompts)} prompts and {len(seeds)} seeds",
                                  field="seeds")
         if self.speed is not None:
-            self.speed.reset()  # step-cache state of an earlier (maybe cancelled) run never carries over
+            # Step-cache state of an earlier (maybe cancelled) run never carries over; few-step runs
+            # (turbo) leave the cache off, where it never skips and only costs time.
+            self.speed.reset(steps)
         cfg = self.config
         n = len(seeds)
         guidance = float(guidance)
