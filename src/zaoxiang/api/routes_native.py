@@ -10,8 +10,19 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
 from zaoxiang.api.deps import get_owner, get_service, prefer_wait, signature_valid
-from zaoxiang.api.errors import error_response
-from zaoxiang.api.schemas import ErrorBody, Health, JobCreate, JobList, JobView, LoraView, ModelList, ModelView, job_view
+from zaoxiang.api.schemas import (
+    ErrorBody,
+    Health,
+    JobCreate,
+    JobList,
+    JobView,
+    LoraView,
+    ModelList,
+    ModelView,
+    NotReadyBody,
+    NotReadyDetail,
+    job_view,
+)
 from zaoxiang.engine.lora import TURBO_FILE
 from zaoxiang.service.core import Service
 from zaoxiang.service.events import JobEvent
@@ -225,11 +236,14 @@ def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"model": ErrorBody}}, tags=["health"])
+@router.get("/readyz", response_model=Health, responses={503: {"model": NotReadyBody}}, tags=["health"])
 def readyz(request: Request) -> Response:
-    """Ready to take jobs: worker alive, database reachable, at least one model."""
-    ok, why = get_service(request).ready()
-    if not ok:
-        return error_response(503, "not_ready", why)
+    """Ready to take jobs: worker alive, database reachable, at least one model. Otherwise 503
+    ``not_ready`` with ``reason``: ``worker_not_running``, ``no_model_installed`` or
+    ``database_unavailable``."""
+    state = get_service(request).ready()
+    if not state.ok:
+        body = NotReadyBody(error=NotReadyDetail(code="not_ready", message=state.message, reason=state.code))
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
     return JSONResponse(Health(status="ready").model_dump(exclude_none=True))
 

@@ -20,6 +20,19 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class NotReadyDetail(ErrorDetail):
+    """``code`` is always ``not_ready``; ``reason`` says why, as a stable code a client can act on
+    or translate (the studio does), while ``message`` says it in English."""
+
+    reason: str = Field(
+        description="worker_not_running | no_model_installed | database_unavailable", examples=["no_model_installed"]
+    )
+
+
+class NotReadyBody(BaseModel):
+    error: NotReadyDetail
+
+
 class JobCreate(GenerationRequest):
     """A generation request plus delivery options."""
 

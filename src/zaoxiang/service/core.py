@@ -51,6 +51,16 @@ class DataPaths:
         object.__setattr__(self, "webhook_secret", root / "webhook_secret")
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """Whether the service takes jobs. ``code`` is stable across releases so clients can act on it
+    (the studio shows its own words for it); ``message`` is for people reading the API."""
+
+    ok: bool
+    code: str  # ready | worker_not_running | no_model_installed | database_unavailable
+    message: str
+
+
 class Service:
     def __init__(
         self,
@@ -116,16 +126,16 @@ class Service:
         self.worker.stop()
         self.webhooks.cancel_all()
 
-    def ready(self) -> tuple[bool, str]:
+    def ready(self) -> Readiness:
         if self.run_worker and not self.worker.alive():
-            return False, "the worker is not running"
+            return Readiness(False, "worker_not_running", "the worker is not running")
         if not self.runner.registry.list():
-            return False, "no model is installed"
+            return Readiness(False, "no_model_installed", "no model is installed")
         try:
             self.queue.depth()
         except Exception as exc:  # any database failure means not ready, with the reason
-            return False, f"the job database is not available: {type(exc).__name__}"
-        return True, "ready"
+            return Readiness(False, "database_unavailable", f"the job database is not available: {type(exc).__name__}")
+        return Readiness(True, "ready", "ready")
 
     # -- jobs -----------------------------------------------------------------------------------
 
