@@ -1,6 +1,8 @@
 """Deleting a finished job: ``JobQueue.delete`` on both backends, ``Service.delete_job`` (store and
 cache follow), and ``DELETE /v1/jobs/{id}?purge=true`` over HTTP. Images are content-addressed, so
-one file can belong to several jobs (a cache hit, possibly of another key): it goes with the last."""
+one file can belong to several jobs (a cache hit, possibly of another key): it goes with the last.
+Edit inputs (the uploaded image and mask) live in the same store and follow the same rule, on
+purge and on retention: a key goes when no job names it as a result or as an input any more."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import redis
 
 from tests.scale_support import redis_server
 from tests.service_support import fake_runner, live_server, make_settings, wait_status
-from zaoxiang.protocol import GenerationRequest
+from tests.edit_support import box_mask, noise_image, png
+from zaoxiang.protocol import EditSpec, GenerationRequest
 from zaoxiang.service.cache import ResultCache, SqliteResultCache
 from zaoxiang.service.cache_redis import RedisResultCache
 from zaoxiang.service.core import Service
@@ -142,6 +145,142 @@ def test_another_keys_job_is_not_found_and_survives(backend):
     with pytest.raises(JobNotFound):
         backend.delete_job("job_0123456789abcdef01234567", "a")
     assert backend.queue.get(theirs.id) is not None and backend.store.exists(img.id)
+
+
+# -- edit inputs -----------------------------------------------------------------------------------
+
+
+def _edit_request(image: str, mask: str | None = None) -> GenerationRequest:
+    mode = "inpaint" if mask else "img2img"
+    return GenerationRequest(prompt="p", seed=1, width=64, height=64, edit=EditSpec(mode=mode, image=image, mask=mask))
+
+
+def _edit_job(q: JobQueue, owner: str, image: str, mask: str | None, images: list[StoredImage], run: bool = True) -> Job:
+    """An edit job reading ``image`` (and ``mask``): queued, or (``run``) claimed and succeeded."""
+    job = Job(id=new_job_id(), owner=owner, request=_edit_request(image, mask))
+    q.submit(job)
+    if not run:
+        return job
+    assert q.claim().id == job.id
+    return q.succeed(job.id, images, cache_hit=False, timings={})
+
+
+def _cleanup(backend: Backend, older_than: float) -> list[str]:
+    # Service.cleanup reads queue, store, cache and retention_s: older_than = now - retention_s.
+    svc = SimpleNamespace(queue=backend.queue, store=backend.store, cache=backend.cache, retention_s=time.time() - older_than)
+    return Service.cleanup(svc)  # type: ignore[arg-type]
+
+
+def test_purge_removes_an_edit_jobs_inputs_with_its_results(backend):
+    store = backend.store
+    image, mask = store.put(b"upload-image"), store.put(b"upload-mask")
+    result = _image(store, b"edit-result")
+    job = _edit_job(backend.queue, "a", image, mask, [result])
+    assert backend.delete_job(job.id, "a") == sorted([image, mask, result.id])
+    assert not any(store.exists(k) for k in (image, mask, result.id))
+
+
+def test_retention_removes_expired_edit_inputs_and_keeps_fresh_ones(backend):
+    store = backend.store
+    old_in, new_in = store.put(b"old-upload"), store.put(b"new-upload")
+    old_out, new_out = _image(store, b"old-result"), _image(store, b"new-result")
+    old = _edit_job(backend.queue, "a", old_in, None, [old_out])
+    cutoff = time.time() + 0.001
+    time.sleep(0.01)
+    new = _edit_job(backend.queue, "a", new_in, None, [new_out])
+    assert _cleanup(backend, cutoff) == sorted([old_in, old_out.id])
+    assert not store.exists(old_in) and not store.exists(old_out.id)
+    assert backend.queue.get(old.id) is None and backend.queue.get(new.id) is not None
+    assert store.exists(new_in) and store.exists(new_out.id)
+    assert _cleanup(backend, time.time() + 1) == sorted([new_in, new_out.id])
+    assert not store.exists(new_in) and not store.exists(new_out.id)
+
+
+def test_a_shared_upload_survives_until_its_last_job_is_gone(backend):
+    """Two edits of the same upload (content-addressed: one key): removing the first, by purge or
+    by retention, must not pull the input from under the second, even while that one still waits."""
+    store, q = backend.store, backend.queue
+    shared = store.put(b"shared-upload")
+    first = _edit_job(q, "a", shared, None, [_image(store, b"first-result")])
+    waiting = _edit_job(q, "b", shared, None, [], run=False)
+    assert shared not in backend.delete_job(first.id, "a")
+    assert store.exists(shared)
+    assert shared not in _cleanup(backend, time.time() + 1)  # retention skips a queued job
+    assert store.exists(shared) and q.get(waiting.id) is not None
+    q.request_cancel(waiting.id)  # finished now, so retention takes it
+    assert _cleanup(backend, time.time() + 1) == [shared]
+    assert q.get(waiting.id) is None and not store.exists(shared)
+
+
+def test_retention_of_one_job_keeps_an_upload_another_still_uses(backend):
+    store, q = backend.store, backend.queue
+    shared = store.put(b"shared-upload-2")
+    old = _edit_job(q, "a", shared, None, [_image(store, b"old-edit-result")])
+    cutoff = time.time() + 0.001
+    time.sleep(0.01)
+    newer = _edit_job(q, "b", shared, None, [_image(store, b"newer-edit-result")])
+    gone = _cleanup(backend, cutoff)
+    assert shared not in gone and store.exists(shared)
+    assert q.get(old.id) is None and q.get(newer.id) is not None
+    assert backend.delete_job(newer.id, "b") == sorted([shared, _image(store, b"newer-edit-result").id])
+    assert not store.exists(shared)
+
+
+def test_a_key_that_is_one_jobs_result_and_anothers_input_goes_with_the_last(backend):
+    """Editing a result again: the same bytes are a result image and an upload, one store key."""
+    store, q = backend.store, backend.queue
+    made = _image(store, b"made-then-edited")
+    source = _succeeded(q, "a", [made])
+    edit = _edit_job(q, "a", made.id, None, [_image(store, b"edit-of-made")])
+    assert made.id not in backend.delete_job(source.id, "a")
+    assert store.exists(made.id)
+    assert made.id in backend.delete_job(edit.id, "a")
+    assert not store.exists(made.id)
+    # and the other way round: the input's job goes first
+    made2 = _image(store, b"made-then-edited-2")
+    edit2 = _edit_job(q, "a", made2.id, None, [])
+    source2 = _succeeded(q, "a", [made2])
+    assert backend.delete_job(edit2.id, "a") == []
+    assert store.exists(made2.id) and q.image_visible(made2.id, "a") == made2
+    assert backend.delete_job(source2.id, "a") == [made2.id]
+
+
+def test_a_cache_hit_edit_holds_its_inputs(backend):
+    store, q = backend.store, backend.queue
+    upload, result = store.put(b"cached-upload"), _image(store, b"cached-result")
+    ran = _edit_job(q, "a", upload, None, [result])
+    now = time.time()
+    hit = Job(id=new_job_id(), owner="b", request=_edit_request(upload), status=JobStatus.succeeded, created_at=now,
+              started_at=now, finished_at=now, cache_hit=True, images=[result])  # fmt: skip
+    q.insert_finished(hit)
+    assert backend.delete_job(ran.id, "a") == []
+    assert store.exists(upload) and store.exists(result.id)
+    assert backend.delete_job(hit.id, "b") == sorted([upload, result.id])
+
+
+def test_an_older_sqlite_file_backfills_its_edit_jobs_inputs(tmp_path):
+    """A jobs file from before inputs were linked: opening it links its queued edit jobs' inputs."""
+    import sqlite3
+
+    store = LocalImageStore(tmp_path / "images")
+    upload = store.put(b"pre-upgrade-upload")
+    q = SqliteJobQueue(tmp_path / "jobs.sqlite3")
+    job = _edit_job(q, "a", upload, None, [], run=False)
+    q.close()
+    conn = sqlite3.connect(tmp_path / "jobs.sqlite3")
+    conn.execute("DELETE FROM job_inputs")  # what a file of the earlier schema holds
+    conn.execute("PRAGMA user_version = 0")
+    conn.commit()
+    conn.close()
+    q = SqliteJobQueue(tmp_path / "jobs.sqlite3")
+    try:
+        first = _edit_job(q, "b", upload, None, [], run=False)
+        q.request_cancel(first.id)
+        assert q.delete(first.id, "b") == []  # the older queued job still names it
+        q.request_cancel(job.id)
+        assert q.delete(job.id, "a") == [upload]
+    finally:
+        q.close()
 
 
 # -- over HTTP (embedded backend, real worker, the fake colour model) ------------------------------

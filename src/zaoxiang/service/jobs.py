@@ -72,6 +72,18 @@ class Job(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
 
 
+def input_keys(job: Job) -> list[str]:
+    """Store keys of the edit inputs (image, mask) the job reads: they stay in the store while a
+    job names them, like its result images, and go with the last such job."""
+    keys: set[str] = set()
+    for req in (job.request, job.resolved):
+        if req is not None and req.edit is not None:
+            keys.add(req.edit.image)
+            if req.edit.mask is not None:
+                keys.add(req.edit.mask)
+    return sorted(keys)
+
+
 def new_job_id() -> str:
     # 96 random bits: ids are not guessable, so they leak nothing even before the owner check.
     return "job_" + secrets.token_hex(12)

@@ -30,7 +30,8 @@ class Recovery:
 class JobQueue(ABC):
     @abstractmethod
     def submit(self, job: Job) -> int:
-        """Persist a queued job; return its queue position (0 = next). Raise QueueFull when full."""
+        """Persist a queued job and link its edit inputs (``jobs.input_keys``) in the same write;
+        return its queue position (0 = next). Raise QueueFull when full."""
 
     @abstractmethod
     def insert_finished(self, job: Job) -> None:
@@ -82,13 +83,15 @@ class JobQueue(ABC):
 
     @abstractmethod
     def cleanup(self, older_than: float) -> list[str]:
-        """Delete finished jobs that ended before ``older_than`` (epoch s); return image ids no job
-        references any more (the caller deletes them from the store)."""
+        """Delete finished jobs that ended before ``older_than`` (epoch s); return the store keys
+        (result images and edit inputs) no remaining job references as either (the caller deletes
+        them from the store)."""
 
     @abstractmethod
     def delete(self, job_id: str, owner: str | None) -> list[str]:
-        """Delete one finished job of ``owner`` (any owner when None) now; return the image ids no
-        remaining job references (the caller deletes them from the store). Raise JobNotFound
+        """Delete one finished job of ``owner`` (any owner when None) now; return the store keys
+        (result images and edit inputs) no remaining job references as either (the caller deletes
+        them from the store). Raise JobNotFound
         when there is no such job or it is another owner's, JobNotFinished while it is queued
         or running."""
 

@@ -9,6 +9,9 @@ Layout (every key starts with the configured prefix ``P``):
 - Waiting jobs of model ``m`` sit in one list per owner ``P:q:<m>:o:<owner>``; the zset
   ``P:q:<m>:owners`` orders owners by when they were last served, so one key's burst cannot
   starve another key's single job (the same rule as the SQLite queue).
+- ``P:img:<key>`` hash (job id → owner and image) and ``P:in:<key>`` set (job ids) say which
+  jobs name a store key as a result image or as an edit input; a key leaves the store when the
+  last job naming it either way is deleted (retention or purge).
 - ``P:s:<m>`` is the stream of model ``m`` with the consumer group ``workers``. A claim is one
   Lua script: take the next job by the fairness order, XADD it, XREADGROUP it — so the stream
   only ever holds jobs that a worker has claimed, and its pending list (PEL) is the set of
@@ -42,14 +45,15 @@ import redis
 
 from zaoxiang.protocol import GenerationRequest
 from zaoxiang.service.exceptions import JobNotCancellable, JobNotFinished, JobNotFound, QueueFull
-from zaoxiang.service.jobs import Job, JobError, JobStatus, StoredImage
+from zaoxiang.service.jobs import Job, JobError, JobStatus, StoredImage, input_keys
 from zaoxiang.service.queue.base import JobQueue, Page, Recovery
 
 log = logging.getLogger(__name__)
 
 GROUP = "workers"
 
-# KEYS: queued, model ids, model owners, owner list, served hash, job, jobs, owner jobs, seq, models, wake
+# KEYS: queued, model ids, model owners, owner list, served hash, job, jobs, owner jobs, seq, models, wake,
+#       then one input set per edit input of the job (linked here so a refused job links nothing)
 # ARGV: max_queued, job id, now ms, owner, job json, model
 SUBMIT = """
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return -1 end
@@ -65,6 +69,7 @@ if not redis.call('ZSCORE', KEYS[3], ARGV[4]) then
   redis.call('ZADD', KEYS[3], tonumber(redis.call('HGET', KEYS[5], ARGV[4]) or '0'), ARGV[4])
 end
 redis.call('SADD', KEYS[10], ARGV[6])
+for i = 12, #KEYS do redis.call('SADD', KEYS[i], ARGV[2]) end
 redis.call('LPUSH', KEYS[11], '1')
 redis.call('LTRIM', KEYS[11], 0, 15)
 return seq
@@ -164,6 +169,9 @@ class Keys:
 
     def image(self, image_id: str) -> str:
         return f"{self.p}:img:{image_id}"
+
+    def input(self, key: str) -> str:
+        return f"{self.p}:in:{key}"
 
     def warm(self, model: str) -> str:
         return f"{self.p}:warm:{model}"
@@ -305,7 +313,8 @@ class RedisJobQueue(JobQueue):
         k = self.k
         seq = self._submit(
             keys=[k.queued, k.ids(model), k.owners(model), k.owner_list(model, job.owner), k.served(model),
-                  k.job(job.id), k.jobs, k.owner_jobs(job.owner), k.seq, k.models, k.wake],  # fmt: skip
+                  k.job(job.id), k.jobs, k.owner_jobs(job.owner), k.seq, k.models, k.wake,
+                  *(k.input(key) for key in input_keys(job))],  # fmt: skip
             args=[self.max_queued, job.id, int(time.time() * 1000), job.owner, job.model_dump_json(), model],
         )
         if int(seq) < 0:
@@ -323,6 +332,8 @@ class RedisJobQueue(JobQueue):
             p.zadd(self.k.owner_jobs(job.owner), {job.id: seq})
             p.zadd(self.k.finished, {job.id: job.finished_at or time.time()})
             self._link_images(p, job)
+            for key in input_keys(job):
+                p.sadd(self.k.input(key), job.id)
             p.execute()
 
     # -- claim (workers) ------------------------------------------------------------------------
@@ -660,15 +671,32 @@ class RedisJobQueue(JobQueue):
             job = self.get(job_id)
             with self.r.pipeline() as p:
                 if job is not None:
-                    for im in job.images:
-                        p.hdel(self.k.image(im.id), job.id)
-                        touched.add(im.id)
+                    touched |= self._unlink(p, job)
                     p.zrem(self.k.owner_jobs(job.owner), job_id)
                 p.delete(self.k.job(job_id))
                 p.zrem(self.k.jobs, job_id)
                 p.zrem(self.k.finished, job_id)
                 p.execute()
-        return sorted(i for i in touched if not self.r.exists(self.k.image(i)))
+        return self._unreferenced(touched)
+
+    def _unlink(self, p: redis.client.Pipeline, job: Job) -> set[str]:
+        """Queue the removal of the job's image and input links; return every store key it named."""
+        for im in job.images:
+            p.hdel(self.k.image(im.id), job.id)  # the hash vanishes with its last field
+        inputs = input_keys(job)
+        for key in inputs:
+            p.srem(self.k.input(key), job.id)  # so does the set with its last member
+        return {im.id for im in job.images} | set(inputs)
+
+    def _unreferenced(self, keys: set[str]) -> list[str]:
+        # A key may be one job's result and another's edit input (content addressing): it stays
+        # while either kind of link remains.
+        keys_ = sorted(keys)
+        with self.r.pipeline(transaction=False) as p:
+            for key in keys_:
+                p.exists(self.k.image(key), self.k.input(key))
+            counts = p.execute()
+        return [key for key, n in zip(keys_, counts) if not n]
 
     def delete(self, job_id: str, owner: str | None) -> list[str]:
         key = self.k.job(job_id)
@@ -684,8 +712,7 @@ class RedisJobQueue(JobQueue):
                     if not job.status.terminal:
                         raise JobNotFinished(f"job {job_id} is {job.status.value}; cancel it first", field="id")
                     p.multi()
-                    for im in job.images:
-                        p.hdel(self.k.image(im.id), job.id)  # the hash vanishes with its last field
+                    touched = self._unlink(p, job)
                     p.zrem(self.k.owner_jobs(job.owner), job_id)
                     p.zrem(self.k.jobs, job_id)
                     p.zrem(self.k.finished, job_id)
@@ -694,7 +721,7 @@ class RedisJobQueue(JobQueue):
                     break
                 except redis.WatchError:
                     continue
-        return sorted({im.id for im in job.images if not self.r.exists(self.k.image(im.id))})
+        return self._unreferenced(touched)
 
     def image_visible(self, image_id: str, owner: str | None) -> StoredImage | None:
         for value in self.r.hvals(self.k.image(image_id)):

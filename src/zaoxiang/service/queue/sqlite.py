@@ -19,7 +19,7 @@ from typing import Iterator
 
 from zaoxiang.protocol import GenerationRequest
 from zaoxiang.service.exceptions import JobNotCancellable, JobNotFinished, JobNotFound, QueueFull
-from zaoxiang.service.jobs import Job, JobError, JobStatus, StoredImage
+from zaoxiang.service.jobs import Job, JobError, JobStatus, StoredImage, input_keys
 from zaoxiang.service.queue.base import JobQueue, Page, Recovery
 
 SCHEMA = """
@@ -45,7 +45,15 @@ CREATE TABLE IF NOT EXISTS job_images (
     PRIMARY KEY (job_id, image_id)
 );
 CREATE INDEX IF NOT EXISTS job_images_image ON job_images(image_id, owner);
+CREATE TABLE IF NOT EXISTS job_inputs (
+    job_id TEXT NOT NULL,
+    input_id TEXT NOT NULL,
+    PRIMARY KEY (job_id, input_id)
+);
+CREATE INDEX IF NOT EXISTS job_inputs_input ON job_inputs(input_id);
 """
+# user_version 1: job_inputs holds every job's edit inputs (a file from before it is backfilled).
+SCHEMA_VERSION = 1
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -65,6 +73,16 @@ class SqliteJobQueue(JobQueue):
         self._lock = threading.Lock()
         with self._lock:
             self._conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._tx() as c:
+            if c.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+                return
+            # Jobs queued before job_inputs existed: link their inputs so retention counts them.
+            for (data,) in c.execute("SELECT data FROM jobs WHERE data LIKE '%\"edit\":{%'").fetchall():
+                self._link_inputs(c, Job.model_validate_json(data))
+            c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -113,6 +131,7 @@ class SqliteJobQueue(JobQueue):
                 "INSERT INTO jobs (id, owner, status, finished_at, data) VALUES (?, ?, ?, NULL, ?)",
                 (job.id, job.owner, job.status.value, job.model_dump_json()),
             )
+            self._link_inputs(c, job)
             return self._positions(c).get(job.id, 0)
 
     def insert_finished(self, job: Job) -> None:
@@ -122,6 +141,7 @@ class SqliteJobQueue(JobQueue):
                 (job.id, job.owner, job.status.value, job.finished_at, job.model_dump_json()),
             )
             self._link_images(c, job)
+            self._link_inputs(c, job)
 
     def claim(self) -> Job | None:
         with self._tx() as c:
@@ -285,6 +305,33 @@ class SqliteJobQueue(JobQueue):
             [(job.id, im.id, job.owner, im.model_dump_json()) for im in job.images],
         )
 
+    @staticmethod
+    def _link_inputs(c: sqlite3.Connection, job: Job) -> None:
+        c.executemany(
+            "INSERT OR IGNORE INTO job_inputs (job_id, input_id) VALUES (?, ?)", [(job.id, k) for k in input_keys(job)]
+        )
+
+    @staticmethod
+    def _unlink(c: sqlite3.Connection, job_ids: list[str]) -> set[str]:
+        """Drop the jobs' image and input links; return every store key they named."""
+        marks = ",".join("?" * len(job_ids))
+        keys = {r[0] for r in c.execute(f"SELECT image_id FROM job_images WHERE job_id IN ({marks})", job_ids)}
+        keys |= {r[0] for r in c.execute(f"SELECT input_id FROM job_inputs WHERE job_id IN ({marks})", job_ids)}
+        c.execute(f"DELETE FROM job_images WHERE job_id IN ({marks})", job_ids)
+        c.execute(f"DELETE FROM job_inputs WHERE job_id IN ({marks})", job_ids)
+        return keys
+
+    @staticmethod
+    def _unreferenced(c: sqlite3.Connection, keys: set[str]) -> list[str]:
+        # A key may be one job's result and another's edit input (content addressing): it stays
+        # while either kind of link remains. Both lookups are indexed.
+        return sorted(
+            k
+            for k in keys
+            if c.execute("SELECT 1 FROM job_images WHERE image_id = ? LIMIT 1", (k,)).fetchone() is None
+            and c.execute("SELECT 1 FROM job_inputs WHERE input_id = ? LIMIT 1", (k,)).fetchone() is None
+        )
+
     # -- crash recovery and retention -----------------------------------------------------------
 
     def recover(self, max_attempts: int) -> Recovery:
@@ -323,12 +370,9 @@ class SqliteJobQueue(JobQueue):
             ]
             if not old:
                 return []
-            marks = ",".join("?" * len(old))
-            images = {r[0] for r in c.execute(f"SELECT image_id FROM job_images WHERE job_id IN ({marks})", old)}
-            c.execute(f"DELETE FROM job_images WHERE job_id IN ({marks})", old)
-            c.execute(f"DELETE FROM jobs WHERE id IN ({marks})", old)
-            still = {r[0] for r in c.execute("SELECT DISTINCT image_id FROM job_images")} if images else set()
-            return sorted(images - still)
+            keys = self._unlink(c, old)
+            c.execute(f"DELETE FROM jobs WHERE id IN ({','.join('?' * len(old))})", old)
+            return self._unreferenced(c, keys)
 
     def delete(self, job_id: str, owner: str | None) -> list[str]:
         with self._tx() as c:
@@ -337,14 +381,11 @@ class SqliteJobQueue(JobQueue):
                 raise JobNotFound(f"no job {job_id!r}", field="id")
             if not job.status.terminal:
                 raise JobNotFinished(f"job {job_id} is {job.status.value}; cancel it first", field="id")
-            images = {r[0] for r in c.execute("SELECT image_id FROM job_images WHERE job_id = ?", (job_id,))}
-            c.execute("DELETE FROM job_images WHERE job_id = ?", (job_id,))
+            keys = self._unlink(c, [job_id])
             c.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            # The same transaction sees every other job's links, so no concurrent cache hit can
-            # link an image between this check and the delete.
-            return sorted(
-                i for i in images if c.execute("SELECT 1 FROM job_images WHERE image_id = ? LIMIT 1", (i,)).fetchone() is None
-            )
+            # The same transaction sees every other job's links, so no concurrent cache hit or
+            # submit can link a key between this check and the delete.
+            return self._unreferenced(c, keys)
 
     def image_visible(self, image_id: str, owner: str | None) -> StoredImage | None:
         sql, args = "SELECT data FROM job_images WHERE image_id = ?", [image_id]
