@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from tests.scale_support import redis_server
+from tests.scale_support import moto_s3, redis_server
 from tests.service_support import fake_runner, live_server, make_settings, wait_status
 from tests.edit_support import box_mask, noise_image, png
 from zaoxiang.protocol import EditSpec, GenerationRequest
@@ -27,7 +27,10 @@ from zaoxiang.service.jobs import Job, JobStatus, StoredImage, new_job_id
 from zaoxiang.service.queue.base import JobQueue
 from zaoxiang.service.queue.redis import RedisJobQueue
 from zaoxiang.service.queue.sqlite import SqliteJobQueue
+from zaoxiang.service.scale_settings import S3Settings
+from zaoxiang.service.store.base import ImageStore
 from zaoxiang.service.store.local import LocalImageStore
+from zaoxiang.service.store.s3 import S3ImageStore
 
 _prefixes = itertools.count()
 
@@ -42,7 +45,7 @@ def redis_url(tmp_path_factory):
 class Backend:
     queue: JobQueue
     cache: ResultCache
-    store: LocalImageStore
+    store: ImageStore
     has_entry: object  # (key) -> bool: the cache still holds the entry, whatever its images
 
     def delete_job(self, job_id: str, owner: str | None) -> list[str]:
@@ -72,7 +75,7 @@ def backend(request, tmp_path):
     client.close()
 
 
-def _image(store: LocalImageStore, data: bytes) -> StoredImage:
+def _image(store: ImageStore, data: bytes) -> StoredImage:
     return StoredImage(id=store.put(data), index=0, seed=1, width=8, height=8, content_type="image/png")
 
 
@@ -218,12 +221,13 @@ def test_retention_of_one_job_keeps_an_upload_another_still_uses(backend):
     old = _edit_job(q, "a", shared, None, [_image(store, b"old-edit-result")])
     cutoff = time.time() + 0.001
     time.sleep(0.01)
-    newer = _edit_job(q, "b", shared, None, [_image(store, b"newer-edit-result")])
+    newer_out = _image(store, b"newer-edit-result")
+    newer = _edit_job(q, "b", shared, None, [newer_out])
     gone = _cleanup(backend, cutoff)
     assert shared not in gone and store.exists(shared)
     assert q.get(old.id) is None and q.get(newer.id) is not None
-    assert backend.delete_job(newer.id, "b") == sorted([shared, _image(store, b"newer-edit-result").id])
-    assert not store.exists(shared)
+    assert backend.delete_job(newer.id, "b") == sorted([shared, newer_out.id])
+    assert not store.exists(shared) and not store.exists(newer_out.id)
 
 
 def test_a_key_that_is_one_jobs_result_and_anothers_input_goes_with_the_last(backend):
@@ -256,6 +260,30 @@ def test_a_cache_hit_edit_holds_its_inputs(backend):
     assert backend.delete_job(ran.id, "a") == []
     assert store.exists(upload) and store.exists(result.id)
     assert backend.delete_job(hit.id, "b") == sorted([upload, result.id])
+
+
+def test_edit_inputs_leave_an_s3_store_on_purge_and_retention(redis_url):
+    """The scale-out shape (Redis queue, S3 store): the same rule reaches the bucket."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    prefix = f"dels3{next(_prefixes)}"
+    with moto_s3() as s3:  # a stand-in for a real S3-compatible store
+        store = S3ImageStore(S3Settings(endpoint_url=s3.endpoint, bucket="edits", access_key_id="test",
+                                        secret_access_key="test", create_bucket=True))  # fmt: skip
+        queue = RedisJobQueue(client, prefix=prefix, model_of=lambda j: "m", consumer="w1", models=lambda: ("m",), block_s=0.05)
+        backend = Backend(queue, RedisResultCache(client, store, prefix, ttl_s=60), store, lambda key: False)
+        image, mask, shared = store.put(b"s3-image"), store.put(b"s3-mask"), store.put(b"s3-shared")
+        result = _image(store, b"s3-result")
+        purged = _edit_job(queue, "a", image, mask, [result])
+        old = _edit_job(queue, "a", shared, None, [])
+        cutoff = time.time() + 0.001
+        time.sleep(0.01)
+        kept = _edit_job(queue, "b", shared, None, [])
+        assert backend.delete_job(purged.id, "a") == sorted([image, mask, result.id])
+        assert not any(store.exists(k) for k in (image, mask, result.id))
+        assert _cleanup(backend, cutoff) == [] and store.exists(shared) and queue.get(old.id) is None
+        assert _cleanup(backend, time.time() + 1) == [shared] and queue.get(kept.id) is None
+        assert not store.exists(shared)
+    client.close()
 
 
 def test_an_older_sqlite_file_backfills_its_edit_jobs_inputs(tmp_path):
