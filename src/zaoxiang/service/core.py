@@ -278,7 +278,7 @@ class Service:
             self.store.delete(key)
         self.cache.forget_images(gone)
         if gone:
-            log.info("retention: deleted %d images", len(gone))
+            log.info("retention: deleted %d stored files (images and edit inputs)", len(gone))
         return gone
 
     def _on_finished(self, job: Job) -> None:
