@@ -229,7 +229,10 @@ def test_turbo_toggle_is_sent(open_page, api):
 
 
 def test_a_server_without_models_says_how_to_add_one(browser, tmp_path):
+    expect = sync_api.expect
     with _serve(tmp_path, [], ready_path="/healthz") as url:
+        # the server gives a code beside its English message; the pill says it in the page's language
+        assert httpx.get(url + "/readyz").json()["error"]["reason"] == "no_model_installed"
         ctx = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 800})
         page = ctx.new_page()
         page.goto(url + "/")
@@ -237,8 +240,70 @@ def test_a_server_without_models_says_how_to_add_one(browser, tmp_path):
         notice = page.locator("#no-models")
         assert notice.is_visible() and "--model" in notice.inner_text() and "模型" in notice.inner_text()
         assert page.is_disabled("#generate")
+        assert page.inner_text("#server-status") == "未就绪：未安装模型"
         _shot(page, "no-models-1280-zh")
+        page.locator("#server-status").screenshot(path=str(ARTIFACTS / "studio-pill-no-models-zh.png"))
+        page.select_option("#lang", "en")  # the pill follows a language switch too
+        expect(page.locator("#server-status")).to_have_text("Not ready: no model is installed")
         ctx.close()
+        ctx = browser.new_context(locale="en-US")
+        page = ctx.new_page()
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready=true]")
+        assert page.inner_text("#server-status") == "Not ready: no model is installed"
+        ctx.close()
+
+
+def _answer_jobs_with(page, answers: list[tuple[int, dict]]) -> None:
+    """POST /v1/jobs answers each of ``answers`` in turn: error bodies the real server would send."""
+
+    def fulfil(route):
+        if route.request.method != "POST":
+            return route.fallback()
+        status, error = answers.pop(0)
+        route.fulfill(status=status, json={"error": error}, headers={"Retry-After": "2"} if status == 429 else {})
+
+    page.route("**/v1/jobs", fulfil)
+
+
+def test_server_errors_are_shown_in_the_page_language(open_page, api):
+    expect = sync_api.expect
+    page = open_page(locale="zh-CN")
+    cases = [
+        (422, {"code": "invalid_request", "message": "n=99 is over the limit of 8 images per request", "field": "n"},
+         "请检查「张数 (n)」：n=99 is over the limit of 8 images per request"),
+        (422, {"code": "invalid_request", "message": "steps: Input should be less than or equal to 200", "field": "steps"},
+         "请检查「步数 (steps)」：Input should be less than or equal to 200"),
+        (429, {"code": "rate_limited", "message": "rate limit: 60 requests a minute (burst 20); retry in 2.0s"},
+         "请求过于频繁，请稍后再试（rate limit: 60 requests a minute (burst 20); retry in 2.0s）"),
+        (429, {"code": "queue_full", "message": "the queue is full (1000 jobs waiting; the limit is 1000)"},
+         "队列已满，请稍后再试（the queue is full (1000 jobs waiting; the limit is 1000)）"),
+        (409, {"code": "cancelled", "message": "cancelled before it started"}, "已取消"),
+        (400, {"code": "prompt_blocked", "message": "the prompt was blocked by the content policy (violence)", "field": "prompt"},
+         "提示词被内容策略拦截。"),
+        (404, {"code": "unknown_model", "message": "unknown model 'nope'; known models: tiny", "field": "model"},
+         "找不到模型（unknown model 'nope'; known models: tiny）"),
+        # a code the studio does not know: the server's own message, never nothing
+        (500, {"code": "kettle_boiled_over", "message": "the kettle boiled over"}, "出错了：the kettle boiled over"),
+    ]  # fmt: skip
+    _answer_jobs_with(page, [(status, error) for status, error, _ in cases])
+    page.fill("#prompt", "errors 错误")
+    for _, _, shown in cases:
+        page.click("#generate")
+        expect(page.locator("#form-error")).to_have_text(shown)
+    page.select_option("#lang", "en")
+    _answer_jobs_with(page, [(422, cases[0][1])])
+    page.click("#generate")
+    expect(page.locator("#form-error")).to_have_text("Check Images (n): n=99 is over the limit of 8 images per request")
+    page.unroute("**/v1/jobs")
+    # a real job error from the real server (FLUX has no turbo adapter): its card, in both languages
+    page.select_option("#lang", "zh")
+    page.check("#turbo")
+    page.click("#generate")
+    card = page.locator('.job-card[data-status="failed"] .job-state')
+    expect(card).to_have_text(re.compile(r"^失败：请检查「加速 \(turbo\)」：model 'tiny' has no turbo adapter"))
+    page.select_option("#lang", "en")
+    expect(card).to_have_text(re.compile(r"^Failed: Check Turbo \(turbo\): model 'tiny' has no turbo adapter"))
 
 
 def test_size_presets_follow_typed_sizes(open_page, api):

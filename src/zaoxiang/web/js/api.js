@@ -4,11 +4,12 @@
 const KEY_STORAGE = "zaoxiang.apiKey";
 
 export class ApiError extends Error {
-  constructor(status, code, message, field) {
+  constructor(status, code, message, field, reason) {
     super(message);
     this.status = status;
     this.code = code;
     this.field = field;
+    this.reason = reason; // /readyz's not_ready: why, as a stable code
   }
 }
 
@@ -51,7 +52,7 @@ export class Api {
   error(res, data) {
     if (res.status === 401) window.dispatchEvent(new CustomEvent("zx:auth"));
     const e = (data && data.error) || {};
-    return new ApiError(res.status, e.code || "http_error", e.message || `HTTP ${res.status}`, e.field);
+    return new ApiError(res.status, e.code || "http_error", e.message || `HTTP ${res.status}`, e.field, e.reason);
   }
 
   ready() { return this.request("GET", "/readyz"); }

@@ -6,6 +6,7 @@ import { GenerateForm } from "./form.js";
 import { JobTracker } from "./jobs.js";
 import { History, Gallery, DetailDialog } from "./library.js";
 import { MaskEditor } from "./editor.js";
+import { failureText, notReadyText } from "./messages.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -53,8 +54,9 @@ class Studio {
 
   async connect() {
     try {
-      const ready = await this.api.ready().catch((err) => ({ status: "not_ready", detail: err.message }));
-      this.serverState = ready.status === "ready" ? { ok: true } : { ok: false, why: ready.detail || "" };
+      // Kept as the error, not its text: the pill is rendered again when the language changes.
+      const notReady = await this.api.ready().then(() => null, (err) => err);
+      this.serverState = notReady ? { ok: false, error: notReady } : { ok: true };
       const models = (await this.api.models()).data;
       this.form.setModels(models);
       // A server with no model cannot generate: say how to add one instead of failing on click.
@@ -64,7 +66,7 @@ class Studio {
       await Promise.all([this.history.load(), this.gallery.load()]);
     } catch (err) {
       if (err.status === 401) return; // the key dialog is open; connect() runs again on save
-      this.serverState = err.status ? { ok: false, why: err.message } : { offline: true };
+      this.serverState = err.status ? { ok: false, error: err } : { offline: true };
     } finally {
       this.renderStatus();
     }
@@ -73,7 +75,8 @@ class Studio {
   renderStatus() {
     const pill = $("server-status");
     const s = this.serverState || {};
-    pill.textContent = s.offline ? this.i18n.t("status.offline") : s.ok ? this.i18n.t("status.ready") : s.why !== undefined ? this.i18n.t("status.notReady", { why: s.why }) : "";
+    pill.textContent = s.offline ? this.i18n.t("status.offline") : s.ok ? this.i18n.t("status.ready")
+      : s.error ? this.i18n.t("status.notReady", { why: notReadyText(this.i18n, s.error) }) : "";
     pill.dataset.state = s.ok ? "ok" : "bad";
     pill.hidden = !pill.textContent;
   }
@@ -90,7 +93,7 @@ class Studio {
       await this.jobs.submit(req);
       this.history.load();
     } catch (err) {
-      this.form.showError(err.field ? `${err.message}` : this.i18n.t("error.generic", { message: err.message }));
+      this.form.showError(failureText(this.i18n, err));
       const field = { width: "width", height: "height", steps: "steps", guidance: "guidance", n: "n", seed: "seed", prompt: "prompt", negative_prompt: "negative", model: "model" }[err.field];
       if (field) this.form.el[field].focus();
     }
@@ -116,7 +119,7 @@ class Studio {
       this.jobs.announce(this.i18n.t("delete.done"));
       this.refreshLibrary();
     } catch (err) {
-      this.jobs.announce(this.i18n.t("error.generic", { message: err.message }));
+      this.jobs.announce(failureText(this.i18n, err));
     }
   }
 

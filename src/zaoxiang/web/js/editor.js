@@ -2,6 +2,8 @@
 // size: the base image (transparent where the canvas was extended) and the mask (opaque where
 // the image should change). Running an edit needs the server's editing API, detected at start.
 
+import { errorText } from "./messages.js";
+
 const MAX_SIDE = 4096;
 // The mask is read by its alpha only; the colour is just how it shows over the image.
 const MASK_COLOUR = "rgb(229, 40, 80)";
@@ -217,7 +219,7 @@ export class MaskEditor {
     try {
       await this.onSubmit(body);
     } catch (err) {
-      this.showError(this.i18n.t("edit.failed", { message: err.message }));
+      this.showError(this.i18n.t("edit.failed", { message: errorText(this.i18n, err) }));
     } finally {
       this.renderStatus();
     }

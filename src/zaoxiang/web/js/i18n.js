@@ -31,6 +31,10 @@ export class I18n {
     window.dispatchEvent(new CustomEvent("zx:lang", { detail: lang }));
   }
 
+  has(key) {
+    return key in this.strings || key in this.fallback;
+  }
+
   t(key, vars = {}) {
     const s = this.strings[key] ?? this.fallback[key] ?? key;
     return s.replace(/\{(\w+)\}/g, (_, k) => (k in vars ? String(vars[k]) : `{${k}}`));

@@ -1,6 +1,8 @@
 // Jobs this page started: one card each with live progress (SSE), step previews, queue position
 // and a cancel button; finished images go to the stage.
 
+import { errorText } from "./messages.js";
+
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const POSITION_POLL_MS = 1500;
 
@@ -62,7 +64,7 @@ export class JobTracker {
     else if (state.status === "cancelling") text = t("job.cancelling");
     else if (state.status === "succeeded") text = t("job.succeeded");
     else if (state.status === "cancelled") text = t("job.cancelled");
-    else if (state.status === "failed") text = t("job.failed", { message: state.error || "" });
+    else if (state.status === "failed") text = t("job.failed", { message: errorText(this.i18n, state.error) });
     card.querySelector(".job-state").textContent = text;
     card.dataset.status = state.status;
     const bar = card.querySelector(".job-progress");
@@ -146,7 +148,7 @@ export class JobTracker {
     entry.abort.abort();
     entry.job = job;
     entry.state.status = job.status;
-    entry.state.error = job.error ? job.error.message : "";
+    entry.state.error = job.error; // {code, message, field?}: rendered in the page's language
     this.renderCard(entry);
     if (job.status === "succeeded") {
       this.announce(this.i18n.t("job.succeeded"));
@@ -154,7 +156,7 @@ export class JobTracker {
       entry.card.remove();
       this.entries.delete(job.id);
     } else {
-      this.announce(job.status === "cancelled" ? this.i18n.t("job.cancelled") : this.i18n.t("job.failed", { message: entry.state.error }));
+      this.announce(job.status === "cancelled" ? this.i18n.t("job.cancelled") : this.i18n.t("job.failed", { message: errorText(this.i18n, job.error) }));
     }
     this.onFinished(job);
   }

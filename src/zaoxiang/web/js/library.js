@@ -1,6 +1,8 @@
 // History (every job, newest first) and gallery (finished images, searchable by prompt), both read
 // from the server's job store, plus the details dialog of one image.
 
+import { errorText } from "./messages.js";
+
 const PAGE = 24;
 
 function el(tag, attrs = {}, ...children) {
@@ -61,7 +63,7 @@ export class History {
         ? el("button", { class: "thumb-button", type: "button", "aria-label": t("gallery.open", { prompt: job.request.prompt }), onclick: () => this.onOpenImage(job, first) }, thumb)
         : thumb;
       const status = job.status === "succeeded" ? "" : job.status === "queued" ? t("job.queued") : job.status === "running" ? t("job.running")
-        : job.status === "cancelled" ? t("job.cancelled") : t("job.failed", { message: job.error ? job.error.message : "" });
+        : job.status === "cancelled" ? t("job.cancelled") : t("job.failed", { message: errorText(this.i18n, job.error) });
       const body = el("div", { class: "history-body" },
         el("p", { class: "history-prompt", text: job.request.prompt }),
         el("p", { class: "history-meta" },
