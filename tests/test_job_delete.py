@@ -361,3 +361,31 @@ def test_purge_across_keys_shared_image_and_not_found(tmp_path):
             assert them.delete(f"/v1/jobs/{b['id']}", params={"purge": "true"}).status_code == 204
             assert them.get(image).status_code == 404
             assert not live.app.state.service.store.exists(a["images"][0]["id"])
+
+
+def _stored_files(data_dir) -> list:
+    return [f for f in (data_dir / "images").rglob("*") if f.is_file()]
+
+
+def test_refused_edits_leave_no_upload_and_purge_removes_an_accepted_ones(tmp_path):
+    """Over HTTP: an edit refused after its upload was stored (a bad field, an unknown model) takes
+    the upload with it; an accepted one keeps it until its job is purged."""
+    import base64
+
+    image = base64.b64encode(png(noise_image(64, 64))).decode("ascii")
+    mask = base64.b64encode(png(box_mask(64, 64, (0, 0, 32, 32)))).decode("ascii")
+    data = tmp_path / "data"
+    with live_server(make_settings(data), fake_runner(tmp_path, steps=1)) as live, httpx.Client(base_url=live.url, timeout=30) as c:
+        body = {"mode": "inpaint", "image": image, "mask": mask, "prompt": "x", "seed": 1}
+        r = c.post("/v1/edits", json={**body, "width": 128})  # refused after both uploads were stored
+        assert r.status_code == 422 and r.json()["error"]["field"] == "width", r.text
+        r = c.post("/v1/edits", json={**body, "model": "no-such-model"})  # refused by submit
+        assert r.status_code == 404, r.text
+        assert _stored_files(data) == []
+        job = c.post("/v1/edits", json=body, headers={"Prefer": "wait=20"}).json()
+        assert job["status"] in ("succeeded", "failed"), job  # the colour model may refuse edits
+        edit = job["request"]["edit"]
+        assert live.app.state.service.store.exists(edit["image"]) and live.app.state.service.store.exists(edit["mask"])
+        assert c.delete(f"/v1/jobs/{job['id']}", params={"purge": "true"}).status_code == 204
+        assert _stored_files(data) == []
+

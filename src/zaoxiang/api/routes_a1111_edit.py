@@ -96,7 +96,8 @@ async def img2img(body: Img2ImgRequest, request: Request, owner: str = Depends(g
     upload, _ = to_upload(body, svc.limits)
     base = to_generation(body).model_dump(exclude={"width", "height"}, exclude_defaults=True)
     try:
-        gen = edit_request(base, upload, svc.limits, svc.store.put)
+        with svc.uploads() as put:
+            gen = edit_request(base, upload, svc.limits, put)
     except InvalidRequest as exc:
         if exc.field == "strength":
             raise InvalidRequest(exc.message.replace("strength", "denoising_strength", 1), field="denoising_strength") from None

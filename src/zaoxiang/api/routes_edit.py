@@ -131,7 +131,8 @@ async def create_edit(
         mode=body.mode, image=image or b"", mask=mask, strength=body.strength, outpaint=body.outpaint,
         mask_blur=body.mask_blur,
     )
-    gen = edit_request(fields, upload, svc.limits, svc.store.put)
+    with svc.uploads() as put:
+        gen = edit_request(fields, upload, svc.limits, put)
     job, _ = svc.submit(gen, owner, str(body.webhook) if body.webhook else None)
     headers = {"Location": f"/v1/jobs/{job.id}"}
     wait = prefer_wait(prefer, request.app.state.settings.service.max_wait_s)

@@ -135,7 +135,8 @@ async def images_edits(request: Request, owner: str = Depends(get_owner)) -> Ope
         "output_format": fields.get("output_format") or "png",
     }
     try:
-        gen = edit_request({k: v for k, v in gen_fields.items() if v is not None}, upload, svc.limits, svc.store.put)
+        with svc.uploads() as put:
+            gen = edit_request({k: v for k, v in gen_fields.items() if v is not None}, upload, svc.limits, put)
     except InvalidRequest as exc:
         if exc.field in ("width", "height"):
             raise InvalidRequest(f"size: {exc.message}", field="size") from None

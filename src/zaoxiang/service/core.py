@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
+from zaoxiang.engine.edit_inputs import Put
 from zaoxiang.engine.pipelines.base import ModelDefaults
 from zaoxiang.engine.runner import Runner
 from zaoxiang.protocol import GenerationRequest, Limits
@@ -21,7 +24,7 @@ from zaoxiang.service.canary import CanaryRouter
 from zaoxiang.service.events import EventBus, JobEvent
 from zaoxiang.service.exceptions import ImageNotFound, JobNotFound
 from zaoxiang.service.gate import Gate
-from zaoxiang.service.jobs import Job, JobStatus, StoredImage, new_job_id
+from zaoxiang.service.jobs import Job, JobStatus, StoredImage, new_job_id, request_input_keys
 from zaoxiang.service.queue.base import JobQueue, Page
 from zaoxiang.service.ratelimit import RateLimiter
 from zaoxiang.service.store.base import ImageStore, check_key
@@ -140,7 +143,38 @@ class Service:
     # -- jobs -----------------------------------------------------------------------------------
 
     def submit(self, request: GenerationRequest, owner: str, webhook: str | None = None) -> tuple[Job, int | None]:
-        """Validate, then answer from the cache or queue the job. Returns the job and its position."""
+        """Validate, then answer from the cache or queue the job. Returns the job and its position.
+        A refused edit (rate limit, full queue, unknown model, ...) takes its stored uploads with it."""
+        try:
+            return self._submit(request, owner, webhook)
+        except BaseException:
+            self.discard_inputs(request_input_keys(request))
+            raise
+
+    @contextmanager
+    def uploads(self) -> Iterator[Put]:
+        """The store ``put`` for one request's edit uploads: when the request fails before a job
+        names them (a bad field checked after the image was stored), they are removed again."""
+        keys: list[str] = []
+
+        def put(data: bytes) -> str:
+            keys.append(self.store.put(data))
+            return keys[-1]
+
+        try:
+            yield put
+        except BaseException:
+            self.discard_inputs(keys)
+            raise
+
+    def discard_inputs(self, keys: list[str]) -> None:
+        """Delete the uploads no job names. Known race: an identical upload of a concurrent request,
+        stored but not yet submitted, shares the key and goes too (that job then fails with
+        "no stored input"); keeping refused uploads forever is the worse trade on a busy server."""
+        for key in self.queue.unreferenced(keys) if keys else []:
+            self.store.delete(key)
+
+    def _submit(self, request: GenerationRequest, owner: str, webhook: str | None) -> tuple[Job, int | None]:
         routed_from = None
         if self.router is not None:
             request, routed_from = self.router.route(request, self.runner.registry.default)

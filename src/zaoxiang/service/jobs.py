@@ -72,16 +72,21 @@ class Job(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
 
 
-def input_keys(job: Job) -> list[str]:
-    """Store keys of the edit inputs (image, mask) the job reads: they stay in the store while a
-    job names them, like its result images, and go with the last such job."""
+def request_input_keys(*requests: GenerationRequest | None) -> list[str]:
+    """Store keys of the edit inputs (image, mask) the requests read."""
     keys: set[str] = set()
-    for req in (job.request, job.resolved):
+    for req in requests:
         if req is not None and req.edit is not None:
             keys.add(req.edit.image)
             if req.edit.mask is not None:
                 keys.add(req.edit.mask)
     return sorted(keys)
+
+
+def input_keys(job: Job) -> list[str]:
+    """Store keys of the edit inputs the job reads: they stay in the store while a job names
+    them, like its result images, and go with the last such job."""
+    return request_input_keys(job.request, job.resolved)
 
 
 def new_job_id() -> str:

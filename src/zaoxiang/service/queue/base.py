@@ -96,6 +96,10 @@ class JobQueue(ABC):
         or running."""
 
     @abstractmethod
+    def unreferenced(self, keys: list[str]) -> list[str]:
+        """Those of ``keys`` that no job names as a result image or an edit input (sorted)."""
+
+    @abstractmethod
     def image_visible(self, image_id: str, owner: str | None) -> StoredImage | None:
         """The image if a job of ``owner`` (any owner when None) produced it."""
 

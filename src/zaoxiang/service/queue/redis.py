@@ -723,6 +723,9 @@ class RedisJobQueue(JobQueue):
                     continue
         return self._unreferenced(touched)
 
+    def unreferenced(self, keys: list[str]) -> list[str]:
+        return self._unreferenced(set(keys))
+
     def image_visible(self, image_id: str, owner: str | None) -> StoredImage | None:
         for value in self.r.hvals(self.k.image(image_id)):
             who, _, data = value.partition("\t")

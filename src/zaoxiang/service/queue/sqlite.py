@@ -387,6 +387,10 @@ class SqliteJobQueue(JobQueue):
             # submit can link a key between this check and the delete.
             return self._unreferenced(c, keys)
 
+    def unreferenced(self, keys: list[str]) -> list[str]:
+        with self._read() as c:
+            return self._unreferenced(c, set(keys))
+
     def image_visible(self, image_id: str, owner: str | None) -> StoredImage | None:
         sql, args = "SELECT data FROM job_images WHERE image_id = ?", [image_id]
         if owner is not None:
