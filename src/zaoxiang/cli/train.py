@@ -122,15 +122,7 @@ def run_base(args: argparse.Namespace, device, ctx) -> int:
 
     # A resumed run draws fresh data (seed + step) rather than replaying its first batches.
     trainer = None
-    start = 0
-    if args.resume:
-        from zaoxiang.training.checkpoint import load_checkpoint
-
-        try:
-            start = int(load_checkpoint(args.out, map_location="cpu")["step"])
-        except FileNotFoundError:
-            start = 0
-    stream = make_stream(args.pack, cfg.batch_size, ctx.data_seed(cfg.seed + start), args.zh_fraction,
+    stream = make_stream(args.pack, cfg.batch_size, ctx.data_seed(cfg.seed + _resume_step(args)), args.zh_fraction,
                          model_config.image_size, device)
     trainer = Trainer(cfg, model_config, stream, device, text_encoder=text_encoder, autoencoder=autoencoder, dist=ctx)
     resumed = args.resume and trainer.resume()
@@ -146,15 +138,19 @@ def run_base(args: argparse.Namespace, device, ctx) -> int:
     records = trainer.train()
     if not ctx.is_main:
         return 0
-    if records:
-        last = records[-1]
-        print(f"step {last['step']} loss {last['loss']:.4f} {last['samples_per_s']:.0f} samples/s")
+    _print_last(records)
     if args.export is not None:
         if cfg.stage != "dit":
             raise SystemExit("zaoxiang train: --export needs --stage dit")
         for path in export_checkpoint(args.out, args.export):
             print(f"exported {path}")
     return 0
+
+
+def _print_last(records: list[dict]) -> None:
+    if records:
+        last = records[-1]
+        print(f"step {last['step']} loss {last['loss']:.4f} {last['samples_per_s']:.0f} samples/s")
 
 
 def _resume_step(args: argparse.Namespace) -> int:
@@ -206,9 +202,7 @@ def run_turbo(args: argparse.Namespace, device, ctx) -> int:
     records = distiller.train()
     if not ctx.is_main:
         return 0
-    if records:
-        last = records[-1]
-        print(f"step {last['step']} loss {last['loss']:.4f} {last['samples_per_s']:.0f} samples/s")
+    _print_last(records)
     if args.export is not None:
         print(f"exported {distiller.export(args.export)}")
     return 0
