@@ -127,3 +127,72 @@ def test_a_stop_file_ends_the_run_early_with_a_checkpoint_and_latent_stats(tmp_p
     ckpt = load_checkpoint(tmp_path)
     assert ckpt["step"] == 4
     assert ckpt["ema"]["module"]["latent_std"].ne(1).any()
+
+
+class _ScriptedStage:
+    """A stage whose losses are given in advance, to check what the loop makes of them."""
+
+    def __init__(self, losses):
+        self.losses = list(losses)
+        self.step = 0
+        self.stream = iter(lambda: None, 1)  # endless Nones
+        self.device = torch.device("cpu")
+        self.saved_at: list[int] = []
+
+        class _Sched:
+            def get_last_lr(self):
+                return [1e-3]
+
+        self.scheduler = _Sched()
+
+    def train_step(self, batch):
+        loss = torch.tensor(self.losses[self.step])
+        self.step += 1
+        return loss
+
+    def save(self):
+        self.saved_at.append(self.step)
+
+
+def test_the_loop_logs_each_windows_mean_loss(tmp_path):
+    from zaoxiang.training.loop import LoopConfig, run_loop
+
+    stage = _ScriptedStage([1.0, 3.0, 2.0, 4.0, 10.0, 20.0])
+    records = run_loop(stage, LoopConfig("dit", tmp_path, 6, 4, log_every=2, sample_every=0, ckpt_every=0,
+                                         progress=False), on_grid=lambda b: None)  # fmt: skip
+    assert [r["step"] for r in records] == [2, 4, 6]
+    assert [r["loss"] for r in records] == pytest.approx([2.0, 3.0, 15.0])
+
+
+def test_a_non_finite_loss_stops_the_loop_before_a_checkpoint_keeps_it(tmp_path):
+    from zaoxiang.training.loop import LoopConfig, run_loop
+
+    # NaN at step 3, between log steps (log every 4), with a checkpoint due at step 3: the loop
+    # must look at the loss before saving, not only at log steps.
+    stage = _ScriptedStage([1.0, 1.0, float("nan"), 1.0, 1.0, 1.0, 1.0, 1.0])
+    with pytest.raises(FloatingPointError, match="step 3"):
+        run_loop(stage, LoopConfig("dit", tmp_path, 8, 4, log_every=4, sample_every=0, ckpt_every=3,
+                                   progress=False), on_grid=lambda b: None)  # fmt: skip
+    assert stage.saved_at == []
+
+
+def test_caption_dropout_gives_dropped_captions_the_empty_captions_states(trained_ae, batch, tmp_path):
+    ae_dir, *_ = trained_ae
+    ae = load_autoencoder(ae_dir, preset("tiny"))
+    images = batch.images
+    other = ["a completely different caption"] * len(batch.captions)
+
+    def loss(dropout_p, captions, dropout=True):
+        tr = Trainer(_cfg("dit", tmp_path / f"d{dropout_p}", 1, caption_dropout=dropout_p), preset("tiny"),
+                     Fixed(batch), text_encoder=StubTextEncoder(), autoencoder=ae)  # fmt: skip
+        init = torch.Generator().manual_seed(5)
+        with torch.no_grad():  # a fresh model's zero-initialised gates would ignore the text
+            for p in tr.model.parameters():
+                p.copy_(torch.randn(p.shape, generator=init) * 0.05)
+        gen = torch.Generator().manual_seed(7)
+        return float(tr.dit_loss(images, captions, gen, model=tr.model, dropout=dropout).detach())
+
+    # Every caption dropped (p = 0.9999, fixed seed): what the captions said cannot matter ...
+    assert loss(0.9999, batch.captions) == pytest.approx(loss(0.9999, other), abs=1e-6)
+    # ... and none dropped: it does (the same draws from the generator either way).
+    assert loss(0.0, batch.captions) != pytest.approx(loss(0.0, other), abs=1e-6)

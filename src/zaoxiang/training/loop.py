@@ -1,6 +1,7 @@
 """The step loop every training stage shares: steps, metrics log, progress bar, grids, checkpoints.
 
-A stage supplies ``train_step(batch) -> loss`` (which advances ``step``), ``save()`` and a grid
+A stage supplies ``train_step(batch) -> loss`` (which advances ``step``; the loss a detached
+0-dim tensor the loop reads once per log window), ``save()`` and a grid
 hook; the loop owns the bookkeeping, so the ae/dit trainer and the turbo distiller log and
 checkpoint the same way (``metrics.jsonl`` records: stage, step, loss, lr, samples_per_s, time).
 """
@@ -29,7 +30,7 @@ class Stage(Protocol):
     device: torch.device
     scheduler: Any  # torch LR scheduler: get_last_lr()
 
-    def train_step(self, batch: Any) -> float: ...
+    def train_step(self, batch: Any) -> torch.Tensor: ...  # detached 0-dim loss, left on the device
 
     def save(self) -> Any: ...
 
@@ -66,27 +67,38 @@ def run_loop(stage: Stage, cfg: LoopConfig, on_grid: Callable[[Any], None]) -> l
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=stage.step, desc=f"train {cfg.stage}", dynamic_ncols=True)
-    window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
+    # The window's loss stays a device tensor until a log step: reading it every step would stall
+    # the host once per step and stop it queueing the next batch's work while the GPU computes.
+    window_loss: torch.Tensor | float = 0.0
+    window_n, window_t = 0, time.perf_counter()
     try:
         metrics = (cfg.run_dir / "metrics.jsonl").open("a", encoding="utf-8") if cfg.is_main else contextlib.nullcontext()
         with metrics as mlog:
             while stage.step < cfg.steps:
                 batch = next(stage.stream)
-                loss = stage.train_step(batch)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss} at step {stage.step}")
-                window_loss += loss
+                window_loss = window_loss + stage.train_step(batch)
                 window_n += 1
                 if bar is not None:
                     bar.update(1)
-                if stage.step % cfg.log_every == 0 or stage.step == cfg.steps:
-                    if stage.device.type == "cuda":
-                        torch.cuda.synchronize()  # once per log window, never per step
+                log_now = stage.step % cfg.log_every == 0 or stage.step == cfg.steps
+                save_now = cfg.is_main and (
+                    (cfg.sample_every and stage.step % cfg.sample_every == 0)
+                    or (cfg.ckpt_every and stage.step % cfg.ckpt_every == 0)
+                )
+                if log_now or save_now:
+                    # Once per log window (and before any grid or checkpoint, which must not be
+                    # drawn from or keep non-finite weights): the host waits for the GPU here.
+                    mean_loss = float(window_loss) / window_n
+                    if not math.isfinite(mean_loss):
+                        raise FloatingPointError(
+                            f"loss is {mean_loss} in the {window_n} steps up to step {stage.step}"
+                        )
+                if log_now:
                     elapsed = time.perf_counter() - window_t
                     rec = {
                         "stage": cfg.stage,
                         "step": stage.step,
-                        "loss": window_loss / window_n,
+                        "loss": mean_loss,
                         "lr": stage.scheduler.get_last_lr()[0],
                         "samples_per_s": window_n * cfg.batch_size * cfg.dist.world_size / max(elapsed, 1e-9),
                         "time": time.time(),

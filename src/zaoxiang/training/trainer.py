@@ -203,6 +203,7 @@ class Trainer:
         self.forward_model = torch.compile(self.model) if use_compile else self.model
         self.step = 0
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)  # noise, t, dropout
+        self._empty: tuple[torch.Tensor, torch.Tensor] | None = None  # see _empty_text
         self.run_dir = Path(cfg.out)
 
     # -- losses ------------------------------------------------------------------------------------
@@ -215,6 +216,13 @@ class Trainer:
 
     def _encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         return encode_captions(self.text_encoder, captions, self.model_config.transformer.max_text_tokens, self.device)
+
+    def _empty_text(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The empty caption's (1, T, Dt) states and (1, T) mask, encoded once (the text encoder
+        is frozen)."""
+        if self._empty is None:
+            self._empty = self._encode_text([""])
+        return self._empty
 
     def ae_loss(self, images: torch.Tensor, generator: torch.Generator | None = None, model=None) -> torch.Tensor:
         model = model or self.forward_model
@@ -234,10 +242,14 @@ class Trainer:
         b = images.shape[0]
         with torch.no_grad(), self._autocast():
             x0 = self.autoencoder.encode_latents(images, sample=False).float()  # (B, C, h, w)
-        if dropout and self.cfg.caption_dropout > 0:
-            drop = torch.rand(b, generator=generator, device=self.device) < self.cfg.caption_dropout
-            captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         text, mask = self._encode_text(captions)  # (B, T, Dt), (B, T)
+        if dropout and self.cfg.caption_dropout > 0:
+            # Dropped captions take the empty caption's states, chosen on the device: reading the
+            # mask back to pick strings on the host would stall the host once per step.
+            drop = torch.rand(b, generator=generator, device=self.device) < self.cfg.caption_dropout  # (B,)
+            empty, empty_mask = self._empty_text()  # (1, T, Dt), (1, T)
+            text = torch.where(drop.view(b, 1, 1), empty, text)
+            mask = torch.where(drop.view(b, 1), empty_mask, mask)
         u = torch.randn(b, generator=generator, device=self.device) * self.cfg.logit_std + self.cfg.logit_mean
         t = torch.sigmoid(u)  # (B,) logit-normal
         noise = torch.randn(x0.shape, generator=generator, device=self.device)
@@ -266,7 +278,9 @@ class Trainer:
 
     # -- loop ----------------------------------------------------------------------------------
 
-    def train_step(self, batch) -> float:
+    def train_step(self, batch) -> torch.Tensor:
+        """One optimiser step; the loss as a detached 0-dim device tensor (reading it here would
+        stall the host every step; the loop reads it once per log window)."""
         self.model.train()
         loss = self.loss(batch, self.gen)
         self.optimizer.zero_grad(set_to_none=True)
@@ -277,7 +291,7 @@ class Trainer:
         self.scheduler.step()
         self.ema.update(self.model)
         self.step += 1
-        return float(loss.detach())
+        return loss.detach()
 
     def train(self) -> list[dict[str, Any]]:
         """Train up to ``cfg.steps`` total steps (resumed steps count); returns the metric records."""

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from zaoxiang.errors import InvalidRequest
+from zaoxiang.model.transfer import to_device
 from zaoxiang.training.data.lexicon import COLOURS
 from zaoxiang.training.data.pack import SignKey, SpritePack
 from zaoxiang.training.data.scenes import Background, SceneObject, SceneSpec
@@ -106,9 +107,8 @@ def _hash_noise(xx: torch.Tensor, yy: torch.Tensor, seed: float) -> torch.Tensor
 
 def _lerp(a: tuple[int, int, int], b: tuple[int, int, int], t: torch.Tensor) -> torch.Tensor:
     """(3, H, W) colour between a and b by t (H, W) in [0, 1]."""
-    ca = torch.tensor(a, dtype=torch.float32, device=t.device).view(3, 1, 1) / 255
-    cb = torch.tensor(b, dtype=torch.float32, device=t.device).view(3, 1, 1) / 255
-    return ca + (cb - ca) * t.unsqueeze(0)
+    # Python scalars, not a device tensor of the colours: no host-to-device copy per background.
+    return torch.stack([ca / 255 + (cb - ca) / 255 * t for ca, cb in zip(a, b)])
 
 
 def _scene(bg: Background, size: int, device: torch.device) -> torch.Tensor:
@@ -155,7 +155,7 @@ def backgrounds(specs: Sequence[SceneSpec], size: int, device: torch.device) -> 
             continue
         top[i] = torch.tensor(_RGB[bg.colours[0]], dtype=torch.float32) / 255
         bottom[i] = torch.tensor(_RGB[bg.colours[-1]], dtype=torch.float32) / 255
-    top, bottom = top.to(device), bottom.to(device)
+    top, bottom = to_device(top, device), to_device(bottom, device)
     t = torch.linspace(0, 1, size, device=device).view(1, 1, size, 1)  # (1, 1, H, 1)
     out = (top.view(-1, 3, 1, 1) + (bottom - top).view(-1, 3, 1, 1) * t).expand(-1, -1, -1, size).contiguous()
     for i in scenes:
@@ -178,9 +178,15 @@ def render_batch(specs: Sequence[SceneSpec], pack: SpritePack, size: int = 256) 
     for i, (_, box) in enumerate(placed):
         groups[(box.source, box.w, box.h)].append(i)
     resized: dict[int, torch.Tensor] = {}
+    # Every group's table rows in one host-to-device copy (one small copy per group would each
+    # wait for the GPU's queue to drain: see model/transfer.py).
+    order = [i for idxs in groups.values() for i in idxs]
+    all_rows = to_device(torch.tensor([placed[i][1].row for i in order], dtype=torch.long), device)  # (n_boxes,)
+    start = 0
     for (source, w, h), idxs in groups.items():
         table = pack.sprites if source == "sprite" else pack.signs
-        rows = torch.tensor([placed[i][1].row for i in idxs], device=device)
+        rows = all_rows[start:start + len(idxs)]
+        start += len(idxs)
         rgba = table.index_select(0, rows).float() / 255  # (n, 4, S, S)
         # Premultiply before resizing so transparent pixels do not bleed dark fringes.
         rgba = torch.cat([rgba[:, :3] * rgba[:, 3:], rgba[:, 3:]], dim=1)
