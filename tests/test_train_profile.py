@@ -36,7 +36,8 @@ def bench():
 
 def test_end_to_end_cpu(bench, tmp_path):
     out = tmp_path / "profile"
-    argv = CPU_ARGS + ["--warmup", "1", "--steps", "2", "--profile-steps", "1", "--free-steps", "2", "--out-dir", str(out)]
+    argv = CPU_ARGS + ["--warmup", "1", "--steps", "2", "--profile-steps", "1", "--free-steps", "2",
+                       "--out-dir", str(out)]
     assert bench.main(argv) == 0
     md = (out / "train-profile.md").read_text(encoding="utf-8")
     data = json.loads((out / "train-profile.json").read_text(encoding="utf-8"))
