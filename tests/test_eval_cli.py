@@ -70,3 +70,22 @@ def test_eval_ground_truth_mode_scores_one(pack_path, capsys):
 def test_eval_rejects_bad_flags(pack_path, capsys, flag, value, field):
     assert main(["eval", "--ground-truth", "--pack", str(pack_path), flag, *([value] if value else [])]) == 1
     assert field in capsys.readouterr().err
+
+
+def test_merge_into_adds_categories_scored_elsewhere(pack_path, tmp_path, capsys):
+    """The GPU machine scores four categories, sign is scored here: --merge-into joins them."""
+    first = tmp_path / "gpu"
+    common = ["eval", "--ground-truth", "--pack", str(pack_path), "--n-per-category", "2", "--quiet"]
+    assert main([*common, "--categories", "background,count", "--out", str(first)]) == 0
+    assert main([*common, "--categories", "position", "--merge-into", str(first)]) == 0
+    report = json.loads((first / "report.json").read_text())
+    assert [c["category"] for c in report["categories"]] == ["position", "count", "background"]
+    assert len({(r["category"], r["index"]) for r in report["items"]}) == len({r["index"] for r in report["items"]})
+    assert "position" in (first / "table.md").read_text()
+    capsys.readouterr()
+    # A category the report already has is refused, and the report is left as it was.
+    before = (first / "report.json").read_text()
+    assert main([*common, "--categories", "count", "--merge-into", str(first)]) == 1
+    assert "count" in capsys.readouterr().err and (first / "report.json").read_text() == before
+    assert main([*common, "--categories", "count", "--merge-into", str(tmp_path / "nowhere")]) == 1
+    assert "merge-into" in capsys.readouterr().err

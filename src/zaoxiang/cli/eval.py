@@ -37,6 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default="0", help="comma list of seeds; each item is drawn once per seed (default 0)")
     p.add_argument("--classifier", type=Path, default=None, help="classifier weights (default: the shipped ones)")
     p.add_argument("--out", type=Path, default=None, help="write report.json, table.md and contact_sheet.png here")
+    p.add_argument("--merge-into", type=Path, default=None,
+                   help="add this run's categories to the report in this --out folder (e.g. sign, scored here "
+                        "from --from-images, into a GPU machine's report without it); rewrites its report.json "
+                        "and table.md")
     p.add_argument("--save-images", type=Path, default=None, help="also write every generated image here")
     p.add_argument("--generate-only", action="store_true",
                    help="with --save-images: generate and save, do not score (e.g. on a GPU machine without Tesseract)")
@@ -108,6 +112,14 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidRequest("--from-images scores saved images; it takes no --ground-truth or --save-images",
                              field="from_images")
 
+    merge_path = None
+    if args.merge_into is not None:
+        merge_path = args.merge_into / "report.json" if args.merge_into.is_dir() else args.merge_into
+        if not merge_path.is_file():
+            raise InvalidRequest(f"--merge-into {args.merge_into}: no report.json there", field="merge_into")
+        if args.generate_only:
+            raise InvalidRequest("--merge-into needs scores; it takes no --generate-only", field="merge_into")
+
     pack = SpritePack.load(args.pack)
     items = select_items(heldout_eval_set(pack, 100_000), args.n_per_category, categories)
 
@@ -162,4 +174,17 @@ def run(args: argparse.Namespace) -> int:
     if out is not None:
         (out / "table.md").write_text(table + "\n", encoding="utf-8")
         print(f"wrote {out / 'report.json'}, {out / 'table.md'}, {out / 'contact_sheet.png'}")
+    if merge_path is not None:
+        from zaoxiang.training.eval.harness import EvalReport
+
+        try:
+            into = EvalReport.model_validate_json(merge_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise InvalidRequest(f"--merge-into {merge_path}: not an EvalReport ({str(exc).splitlines()[0]})",
+                                 field="merge_into") from None
+        merged = into.merged(report)
+        merged.save_json(merge_path)
+        (merge_path.parent / "table.md").write_text(merged.table() + "\n", encoding="utf-8")
+        print(merged.table())
+        print(f"merged into {merge_path} and {merge_path.parent / 'table.md'}")
     return 0

@@ -298,6 +298,33 @@ class EvalReport(BaseModel):
     def save_json(self, path: Path | str) -> None:
         Path(path).write_text(self.model_dump_json(indent=1), encoding="utf-8")
 
+    def merged(self, other: EvalReport) -> EvalReport:
+        """This report plus ``other``'s categories: how categories scored elsewhere join one report
+        (the GPU machine scores identity..background; sign needs Tesseract, so its saved images are
+        scored on another machine). Both must describe the same run (model settings, seeds,
+        languages; a setting one side left unrecorded (None) takes the other's) and share no
+        category. ``other``'s item indices follow this report's."""
+        for field in ("turbo", "seeds", "langs"):
+            if getattr(self, field) != getattr(other, field):
+                raise InvalidRequest(f"cannot merge reports with different {field}: {getattr(self, field)} vs "
+                                     f"{getattr(other, field)}", field=field)
+        settings = {}
+        for field in ("steps", "guidance"):
+            a, b = getattr(self, field), getattr(other, field)
+            if a is not None and b is not None and a != b:
+                raise InvalidRequest(f"cannot merge reports with different {field}: {a} vs {b}", field=field)
+            settings[field] = a if a is not None else b
+        shared = {c.category for c in self.categories} & {c.category for c in other.categories}
+        if shared:
+            raise InvalidRequest(f"both reports score {', '.join(sorted(shared))}; merge only adds categories",
+                                 field="categories")
+        offset = 1 + max((r.index for r in self.items), default=-1)
+        items = self.items + [r.model_copy(update={"index": r.index + offset}) for r in other.items]
+        return self.model_copy(update={
+            **settings, "items": items, "categories": summarise(items, self.langs),
+            "classifier_heldout_accuracy": self.classifier_heldout_accuracy or other.classifier_heldout_accuracy,
+        })
+
 
 def summarise(items: list[ItemResult], langs: Sequence[str]) -> list[CategoryScore]:
     by: dict[tuple[str, str], list[bool]] = defaultdict(list)
