@@ -3,16 +3,14 @@ a tiny pack and one item per category; plus its SSIM against values known in clo
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests._bench import bench_module
 from tests._stub_text import StubTextEncoder
 from zaoxiang.model.autoencoder import Autoencoder
 from zaoxiang.model.config import preset
@@ -20,19 +18,11 @@ from zaoxiang.model.lora import random_lora, save_lora
 from zaoxiang.model.mmdit import MMDiT
 from zaoxiang.model.serialization import save_weights
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "lossy_quality.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("lossy_quality", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+    yield from bench_module("lossy_quality")
 
 
 @pytest.fixture(scope="module")

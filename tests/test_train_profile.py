@@ -3,19 +3,17 @@ counted, the phased step is the trainer's step, and profiler events land in the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
 from torch.autograd import DeviceType
 
+from tests._bench import bench_module
+
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/fixtures_tiny.py
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "train_profile.py"
 CPU_ARGS = ["--preset", "tiny", "--pack", "synthetic", "--stub-text", "--no-compile", "--device", "cpu"]
 # Every phase of a single-process step (allreduce exists only under torchrun).
 EXPECTED = ("sample", "caption", "render", "ae_encode", "text_tokenize", "text_forward", "dit_inputs", "dit_forward",
@@ -24,14 +22,7 @@ EXPECTED = ("sample", "caption", "render", "ae_encode", "text_tokenize", "text_f
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("train_profile", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+    yield from bench_module("train_profile")
 
 
 def test_end_to_end_cpu(bench, tmp_path):

@@ -19,7 +19,7 @@ from zaoxiang.errors import InvalidRequest
 from zaoxiang.model.transfer import to_device
 from zaoxiang.training.data.lexicon import COLOURS
 from zaoxiang.training.data.pack import SignKey, SpritePack
-from zaoxiang.training.data.scenes import Background, SceneObject, SceneSpec
+from zaoxiang.training.data.scenes import SceneObject, SceneSpec
 
 _RGB = {c.id: c.rgb for c in COLOURS}
 SIZE_FACTOR = {"small": 0.5, "medium": 0.72, "large": 0.95}
