@@ -11,7 +11,7 @@ if [ "${PROFILE:-0}" = 1 ]; then
   CUDA_VISIBLE_DEVICES=1 PYTHONPATH=/tmp/site:src timeout 200 python3 bench/data_render.py --pack $PACK --device cuda \
     --batch 256 --repeats 5 > "$OUT/data-render.txt" 2>&1 &
   CUDA_VISIBLE_DEVICES=0 PYTHONPATH=/tmp/site:src timeout 300 python3 bench/train_profile.py --preset base --device cuda \
-    --pack $PACK --ae /root/stage/weights --text-encoder $TEXT_ENCODER --out-dir "$OUT/train-profile" --trace \
+    --pack $PACK --ae /root/stage/weights --text-encoder $TEXT_ENCODER --out-dir "$OUT/train-profile" \
     > "$OUT/train-profile.log" 2>&1
   wait; cat "$OUT/data-render.txt"; tail -n 40 "$OUT/train-profile.log"
 fi
