@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from tests._stub_text import StubTextEncoder
+from tests._tiny_builtin import RepeatBatch
 
 from zaoxiang.engine.lora import TURBO_FILE, LoraLibrary, turbo_plan
 from zaoxiang.engine.registry import ModelRegistry
@@ -24,17 +25,6 @@ from zaoxiang.training.synthetic import SyntheticStream
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/fixtures_tiny.py
-
-
-class Fixed:
-    """A stream that repeats one batch, so the loss can only fall by learning it."""
-
-    def __init__(self, batch):
-        self.batch = batch
-
-    def __iter__(self):
-        while True:
-            yield self.batch
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +55,14 @@ def _cfg(out, base, steps, **kw):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, base_dir, batch):
     out = tmp_path_factory.mktemp("turbo")
-    d = make_distiller(_cfg(out, base_dir, 30, sample_every=30), StubTextEncoder(), Fixed(batch))
+    d = make_distiller(_cfg(out, base_dir, 30, sample_every=30), StubTextEncoder(), RepeatBatch(batch))
     before = d.eval_loss(batch)
     records = d.train()
     return d, before, records
 
 
 def test_student_starts_as_the_base_and_lora_covers_the_blocks(base_dir, tmp_path, batch):
-    d = make_distiller(_cfg(tmp_path, base_dir, 0), StubTextEncoder(), Fixed(batch))
+    d = make_distiller(_cfg(tmp_path, base_dir, 0), StubTextEncoder(), RepeatBatch(batch))
     wrapped = sorted(p for p, m in d.model.named_modules() if hasattr(m, "lora_A"))
     assert wrapped == lora_targets(d.teacher) and "dual.0.img.qkv" in wrapped and "single.0.linear2" in wrapped
     trainable = [n for n, p in d.model.named_parameters() if p.requires_grad]
@@ -114,7 +104,7 @@ def test_lora_at_scale_zero_is_the_base(trained):
 
 def test_teacher_target_is_the_cfg_ode(base_dir, tmp_path, batch):
     """One sub-step of the teacher solve is x + dt · CFG velocity (guidance from the base's config)."""
-    d = make_distiller(_cfg(tmp_path, base_dir, 0, teacher_substeps=1), StubTextEncoder(), Fixed(batch))
+    d = make_distiller(_cfg(tmp_path, base_dir, 0, teacher_substeps=1), StubTextEncoder(), RepeatBatch(batch))
     assert d.guidance == preset("tiny").sampler.guidance
     x = torch.randn(2, 4, 8, 8)
     text, mask = d._encode_text(["a", "b"])
@@ -148,7 +138,7 @@ def test_resume_continues_exactly(base_dir, tmp_path):
 
 def test_resume_refuses_another_rank(trained, base_dir, batch):
     d, _, _ = trained
-    other = make_distiller(_cfg(d.run_dir, base_dir, 31, rank=8), StubTextEncoder(), Fixed(batch))
+    other = make_distiller(_cfg(d.run_dir, base_dir, 31, rank=8), StubTextEncoder(), RepeatBatch(batch))
     with pytest.raises(ValueError, match="rank"):
         other.resume()
 

@@ -15,18 +15,15 @@ import torch
 from PIL import Image
 
 from tests._stub_text import StubTextEncoder
+from tests._tiny_builtin import save_tiny_builtin
 from zaoxiang.cli import main
 from zaoxiang.engine.lora import TURBO_FILE, LoraLibrary
 from zaoxiang.engine.precision import PrecisionPolicy
 from zaoxiang.engine.registry import ModelEntry, ModelRegistry
 from zaoxiang.engine.runner import Runner
 from zaoxiang.errors import GenerationFailed, InvalidRequest
-from zaoxiang.model.autoencoder import Autoencoder
-from zaoxiang.model.config import preset
 from zaoxiang.model.lora import random_lora, save_lora
-from zaoxiang.model.mmdit import MMDiT
 from zaoxiang.model.pipeline import BuiltinPipeline
-from zaoxiang.model.serialization import save_weights
 from zaoxiang.settings import EngineSettings
 from zaoxiang.training.eval.harness import BatchedRunnerSource, RunnerSource, evaluate
 
@@ -40,14 +37,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/fixtures_tiny.py
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    cfg = preset("tiny")
-    torch.manual_seed(0)
-    dit, ae = MMDiT(cfg.transformer), Autoencoder(cfg.autoencoder)
-    with torch.no_grad():  # random non-zero gates, so prompts, guidance and the LoRA change the output
-        for p in dit.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
     folder = tmp_path_factory.mktemp("weights")
-    save_weights(folder, cfg, dit.state_dict(), ae.state_dict())
+    dit = save_tiny_builtin(folder)  # non-zero gates: prompts, guidance and the LoRA change the output
     # The turbo adapter with its own recommended steps/guidance, as a distilled one would carry.
     save_lora(folder / TURBO_FILE, random_lora(dit, seed=4), rank=4, alpha=4.0,
               extra_metadata={"recommended_steps": "2", "recommended_guidance": "1.0"})

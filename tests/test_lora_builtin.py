@@ -8,16 +8,15 @@ import torch
 from safetensors.torch import save_file
 
 from tests._stub_text import StubTextEncoder
+from tests._tiny_builtin import save_tiny_builtin
 from zaoxiang.engine.lora import TURBO_FILE, LoraLibrary
 from zaoxiang.engine.registry import ModelRegistry
 from zaoxiang.engine.runner import Runner
 from zaoxiang.errors import InvalidRequest
-from zaoxiang.model.autoencoder import Autoencoder
 from zaoxiang.model.config import preset
 from zaoxiang.model.lora import load_lora, random_lora, save_lora
 from zaoxiang.model.mmdit import MMDiT
 from zaoxiang.model.pipeline import BuiltinPipeline
-from zaoxiang.model.serialization import save_weights
 from zaoxiang.protocol import GenerationRequest, parse_request
 from zaoxiang.settings import EngineSettings
 
@@ -29,15 +28,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/fixtures_tiny.py
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    cfg = preset("tiny")
-    torch.manual_seed(0)
-    dit, ae = MMDiT(cfg.transformer), Autoencoder(cfg.autoencoder)
-    with torch.no_grad():  # random non-zero gates, so a LoRA on any layer changes the output
-        for p in dit.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
     folder = tmp_path_factory.mktemp("weights")
-    save_weights(folder, cfg, dit.state_dict(), ae.state_dict())
-    return folder, dit
+    return folder, save_tiny_builtin(folder)  # non-zero gates: a LoRA on any layer changes the output
 
 
 @pytest.fixture(scope="module")

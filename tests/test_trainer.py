@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from tests._stub_text import StubTextEncoder
+from tests._tiny_builtin import RepeatBatch, perturb_
 
 from zaoxiang.model.config import preset
 from zaoxiang.model.serialization import load_weights
@@ -14,17 +15,6 @@ from zaoxiang.training.trainer import TrainConfig, Trainer, load_autoencoder
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/fixtures_tiny.py
-
-
-class Fixed:
-    """A stream that repeats one batch, so the loss can only fall by learning it."""
-
-    def __init__(self, batch):
-        self.batch = batch
-
-    def __iter__(self):
-        while True:
-            yield self.batch
 
 
 def _cfg(stage, out, steps, **kw):
@@ -42,7 +32,7 @@ def batch():
 @pytest.fixture(scope="module")
 def trained_ae(tmp_path_factory, batch):
     out = tmp_path_factory.mktemp("ae")
-    tr = Trainer(_cfg("ae", out, 40), preset("tiny"), Fixed(batch))
+    tr = Trainer(_cfg("ae", out, 40), preset("tiny"), RepeatBatch(batch))
     before = tr.eval_loss(batch)
     records = tr.train()
     return out, before, tr.eval_loss(batch), records
@@ -62,7 +52,7 @@ def test_ae_loss_falls_and_latent_stats_are_measured(trained_ae):
 def test_dit_loss_falls_grid_and_export(trained_ae, batch, tmp_path):
     ae = load_autoencoder(trained_ae[0], preset("tiny"))
     cfg = _cfg("dit", tmp_path, 40, sample_every=40)
-    tr = Trainer(cfg, preset("tiny"), Fixed(batch), text_encoder=StubTextEncoder(), autoencoder=ae)
+    tr = Trainer(cfg, preset("tiny"), RepeatBatch(batch), text_encoder=StubTextEncoder(), autoencoder=ae)
     before = tr.eval_loss(batch)
     records = tr.train()
     losses = [r["loss"] for r in records]
@@ -102,7 +92,7 @@ def test_resume_continues_exactly(trained_ae, tmp_path):
 
 
 def test_resume_refuses_another_stage(trained_ae, tmp_path):
-    tr = Trainer(_cfg("dit", trained_ae[0], 1), preset("tiny"), Fixed(None), text_encoder=StubTextEncoder(),
+    tr = Trainer(_cfg("dit", trained_ae[0], 1), preset("tiny"), RepeatBatch(None), text_encoder=StubTextEncoder(),
                  autoencoder=load_autoencoder(trained_ae[0], preset("tiny")))
     with pytest.raises(ValueError, match="'ae' checkpoint"):
         tr.resume()
@@ -113,7 +103,7 @@ def test_a_stop_file_ends_the_run_early_with_a_checkpoint_and_latent_stats(tmp_p
     measures latent statistics, and the file is consumed so a --resume trains on."""
     from zaoxiang.training.loop import STOP_FILE
 
-    class StopAfter(Fixed):
+    class StopAfter(RepeatBatch):
         def __iter__(self):
             for i, b in enumerate(super().__iter__()):
                 if i == 3:
@@ -184,11 +174,9 @@ def test_caption_dropout_gives_dropped_captions_the_empty_captions_states(traine
 
     def loss(dropout_p, captions, dropout=True):
         tr = Trainer(_cfg("dit", tmp_path / f"d{dropout_p}", 1, caption_dropout=dropout_p), preset("tiny"),
-                     Fixed(batch), text_encoder=StubTextEncoder(), autoencoder=ae)  # fmt: skip
-        init = torch.Generator().manual_seed(5)
-        with torch.no_grad():  # a fresh model's zero-initialised gates would ignore the text
-            for p in tr.model.parameters():
-                p.copy_(torch.randn(p.shape, generator=init) * 0.05)
+                     RepeatBatch(batch), text_encoder=StubTextEncoder(), autoencoder=ae)  # fmt: skip
+        torch.manual_seed(5)
+        perturb_(tr.model)  # a fresh model's zero-initialised gates would ignore the text
         gen = torch.Generator().manual_seed(7)
         return float(tr.dit_loss(images, captions, gen, model=tr.model, dropout=dropout).detach())
 
