@@ -28,7 +28,13 @@ LANGS = ("en", "zh")
 MAX_BATCH_SIZE = 256
 # (item, lang, prompt): one caption of one item, drawn once per seed.
 Unit = tuple[EvalItem, str, str]
-_FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
+# Caption fonts, first found wins: the shipped Noto Sans CJK SC subset (every character a caption can
+# hold; the GPU machines have no CJK fonts), then the system's full Noto CJK collection (face 2 is
+# SC), then Pillow's built-in bitmap font (Latin only).
+CAPTION_FONTS: tuple[tuple[Path, int], ...] = (
+    (Path(__file__).parent / "fonts" / "NotoSansCJKsc-Regular-captions.otf", 0),
+    (Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"), 2),
+)
 
 
 class ImageSource(Protocol):
@@ -452,7 +458,7 @@ def contact_sheet(tiles: list[tuple[Image.Image, str, bool]], path: Path | str, 
     """A PNG grid: each image with its caption under it (✓/✗ = scorer verdict)."""
     if not tiles:
         return
-    font = ImageFont.truetype(str(_FONT), 13) if _FONT.is_file() else ImageFont.load_default()
+    font = caption_font(13)
     text_h = 58
     rows = (len(tiles) + cols - 1) // cols
     sheet = Image.new("RGB", (cols * tile, rows * (tile + text_h)), "white")
@@ -465,6 +471,17 @@ def contact_sheet(tiles: list[tuple[Image.Image, str, bool]], path: Path | str, 
             draw.text((x + 4, y + tile + j * 18), line, font=font, fill=(0, 110, 0) if passed and j == 0 else (20, 20, 20))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
+
+
+def caption_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The first of ``CAPTION_FONTS`` (path, face index) that loads, else Pillow's default font. A
+    character the chosen font lacks draws as its missing-glyph box."""
+    for path, index in CAPTION_FONTS:
+        try:
+            return ImageFont.truetype(str(path), size, index=index)
+        except OSError:  # absent or unreadable: try the next
+            continue
+    return ImageFont.load_default()
 
 
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
