@@ -187,3 +187,40 @@ def test_export_runs_as_the_engines_turbo(trained, base_dir):
                               image(steps=4, guidance=1.0))  # at scale 0: the base
     finally:
         path.unlink()
+
+
+class CountingTextEncoder(StubTextEncoder):
+    """The stub encoder, recording every ``encode`` call's texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[str]] = []
+
+    def encode(self, texts: list[str], max_length: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls.append(list(texts))
+        return super().encode(texts, max_length)
+
+
+def test_empty_caption_is_encoded_once_and_gives_the_same_loss(base_dir, tmp_path, batch, monkeypatch):
+    enc = CountingTextEncoder()
+    d = make_distiller(_cfg(tmp_path, base_dir, 3, batch_size=4, sample_every=3), enc, SyntheticStream(4, 64, seed=5))
+    neg, neg_mask = d._empty_text(8)
+    old, old_mask = d._encode_text([""] * 8)  # what every step encoded before
+    assert neg.shape == old.shape and torch.equal(neg, old) and torch.equal(neg_mask, old_mask)
+
+    cached = d.eval_loss(batch)
+    with monkeypatch.context() as m:
+        m.setattr(d, "_empty_text", lambda n: d._encode_text([""] * n))
+        assert d.eval_loss(batch) == cached  # bit-identical to encoding [""] * b
+        m.setattr(d, "_empty_text", lambda n: d._encode_text(["x"] * n))
+        assert d.eval_loss(batch) != cached  # the loss does read the unconditional states
+
+    enc.calls.clear()
+    d.train()  # 3 steps and a sample grid (3 rows, two of them with CFG)
+    assert [texts for texts in enc.calls if "" in texts] == []  # the cache from above served all of them
+    assert sum(1 for texts in enc.calls if len(texts) == 4) == 3  # one caption batch per step
+    fresh = CountingTextEncoder()
+    d2 = make_distiller(_cfg(tmp_path / "b", base_dir, 3, batch_size=4, sample_every=3), fresh,
+                        SyntheticStream(4, 64, seed=5))
+    d2.train()
+    assert [texts for texts in fresh.calls if "" in texts] == [[""]]  # encoded once, on first use, for 1 row

@@ -250,6 +250,7 @@ class TurboDistiller:
         self.forward_student = torch.compile(self.model) if cfg.compile else self.model
         self.step = 0
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)  # noise, segment choice
+        self._empty: tuple[torch.Tensor, torch.Tensor] | None = None  # see _empty_text
         self.run_dir = Path(cfg.out)
 
     # -- loss ----------------------------------------------------------------------------------------
@@ -259,6 +260,15 @@ class TurboDistiller:
 
     def _encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         return encode_captions(self.text_encoder, captions, self.model_config.transformer.max_text_tokens, self.device)
+
+    def _empty_text(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The empty caption's states (n, T, Dt) and mask (n, T) for the teacher's unconditional
+        branch: one row encoded on first use (the text encoder is frozen), expanded without a copy
+        (every user only reads them, through torch.cat)."""
+        if self._empty is None:
+            self._empty = self._encode_text([""])  # (1, T, Dt), (1, T)
+        neg, neg_mask = self._empty
+        return neg.expand(n, -1, -1), neg_mask.expand(n, -1)
 
     def segment_times(self, index: torch.Tensor) -> torch.Tensor:
         """(B,) segment indices -> (B, k+1) shifted times from t_i to t_{i+1}: the teacher's
@@ -289,7 +299,7 @@ class TurboDistiller:
         with torch.no_grad(), self._autocast():
             x0 = self.autoencoder.encode_latents(images, sample=False).float()  # (B, C, h, w)
         text, mask = self._encode_text(captions)  # (B, T, Dt), (B, T)
-        neg, neg_mask = self._encode_text([""] * b)
+        neg, neg_mask = self._empty_text(b)  # (B, T, Dt), (B, T)
         index = torch.randint(0, self.cfg.student_steps, (b,), generator=generator, device=self.device)  # (B,)
         times = self.segment_times(index)  # (B, k+1)
         noise = torch.randn(x0.shape, generator=generator, device=self.device)
@@ -350,7 +360,7 @@ class TurboDistiller:
         size = mc.autoencoder.latent_size
         noise = torch.randn(n, mc.transformer.in_channels, size, size, generator=torch.Generator().manual_seed(seed))
         text, mask = self._encode_text(prompts)
-        neg, neg_mask = self._encode_text([""] * n)
+        neg, neg_mask = self._empty_text(n)
         with self._autocast():
             z = denoise(model.eval(), noise.to(self.device), text, mask, steps, mc.sampler.shift, guidance, neg, neg_mask)
             images = self.autoencoder.decode_latents(z)
