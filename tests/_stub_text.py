@@ -10,11 +10,20 @@ from torch import nn
 class StubTextEncoder(nn.Module):
     hidden_size = 384
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, features: str = "last") -> None:
         super().__init__()
+        self.features = features  # "last+embed" appends the raw table row, like E5TextEncoder's
+        self.feature_dim = self.hidden_size * (2 if features == "last+embed" else 1)
         gen = torch.Generator().manual_seed(seed)
         self.table = nn.Parameter(torch.randn(4096, self.hidden_size, generator=gen), requires_grad=False)
         self.pos = nn.Parameter(torch.randn(512, self.hidden_size, generator=gen) * 0.1, requires_grad=False)
+
+    def with_features(self, features: str) -> "StubTextEncoder":
+        if features == self.features:
+            return self
+        other = StubTextEncoder(features=features)
+        other.table, other.pos = self.table, self.pos
+        return other
 
     @torch.inference_mode()
     def encode(self, texts: list[str], max_length: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,4 +35,6 @@ class StubTextEncoder(nn.Module):
             ids[i, : len(r)] = torch.tensor(r)
             mask[i, : len(r)] = True
         hidden = self.table[ids] + self.pos[:length]  # (B, L, 384)
+        if self.features == "last+embed":
+            hidden = torch.cat([hidden, self.table[ids]], dim=-1)  # (B, L, 768)
         return hidden.to(self.table.device), mask.to(self.table.device)

@@ -89,3 +89,31 @@ def test_base_preset_fits_the_weight_budget():
     with torch.device("meta"):
         n = MMDiT(cfg.transformer).num_params() + sum(p.numel() for p in Autoencoder(cfg.autoencoder).parameters())
     assert n * 2 <= 40 * 10**6, f"{n * 2 / 1e6:.1f} MB bf16"
+
+
+def test_input_word_rows_start_as_a_no_op_and_then_matter():
+    """text_embed_dim: a widened transformer loaded from weights without it computes exactly what
+    they did (zero-initialised projection); once that projection is trained, the word rows change
+    the output."""
+    from dataclasses import replace
+
+    narrow = _model()
+    wide_cfg = replace(preset("tiny").transformer, text_embed_dim=384)
+    wide = MMDiT(wide_cfg).eval()
+    missing, unexpected = wide.load_state_dict(narrow.state_dict(), strict=False)
+    assert not unexpected and set(missing) == {"txt_embed_in.0.weight", "txt_embed_in.1.weight"}
+    x, t, text, mask = _inputs()
+    words = torch.randn(text.shape, generator=torch.Generator().manual_seed(7))  # (B, T, 384)
+    with torch.no_grad():
+        ref = narrow(x, t, text, mask)
+        torch.testing.assert_close(wide(x, t, torch.cat([text, words], -1), mask), ref)
+        wide.txt_embed_in[1].weight.normal_(std=0.1)
+        changed = wide(x, t, torch.cat([text, words], -1), mask)
+        other = wide(x, t, torch.cat([text, words.roll(1, dims=1)], -1), mask)
+    assert (changed - ref).abs().max() > 1e-3 and (changed - other).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="768"):
+        wide(x, t, text, mask)  # hidden states alone are too narrow for it
+    with pytest.raises(ValueError, match="text_embed_dim"):
+        TransformerConfig(text_embed_dim=100)
+    assert wide_cfg.text_features == "last+embed" and preset("tiny").transformer.text_features == "last"
+    assert preset("base").transformer.text_input_dim == 768

@@ -184,3 +184,55 @@ def test_caption_dropout_gives_dropped_captions_the_empty_captions_states(traine
     assert loss(0.9999, batch.captions) == pytest.approx(loss(0.9999, other), abs=1e-6)
     # ... and none dropped: it does (the same draws from the generator either way).
     assert loss(0.0, batch.captions) != pytest.approx(loss(0.0, other), abs=1e-6)
+
+
+def test_latents_are_the_autoencoders_posterior_means(trained_ae, batch, tmp_path):
+    """The trainer's latents (channels-last, compiled on CUDA) are encode_latents' means."""
+    ae = load_autoencoder(trained_ae[0], preset("tiny"))
+    ref = ae.encode_latents(batch.images[:4], sample=False)  # (4, C, h, w)
+    tr = Trainer(_cfg("dit", tmp_path, 1), preset("tiny"), RepeatBatch(batch), text_encoder=StubTextEncoder(),
+                 autoencoder=load_autoencoder(trained_ae[0], preset("tiny")))
+    got = tr.latents(batch.images[:4])
+    assert got.is_contiguous() and got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_init_from_weights_widens_to_input_word_rows(trained_ae, batch, tmp_path):
+    """Weights trained on hidden states only start a run that also reads the word rows, as exactly
+    the same model; the other way round, or another architecture, is refused."""
+    from dataclasses import replace
+
+    ae = load_autoencoder(trained_ae[0], preset("tiny"))
+    narrow = Trainer(_cfg("dit", tmp_path / "narrow", 3), preset("tiny"), RepeatBatch(batch),
+                     text_encoder=StubTextEncoder(), autoencoder=ae)
+    narrow.train()
+    export_checkpoint(tmp_path / "narrow", tmp_path / "weights")
+    tiny = preset("tiny")
+    wide_cfg = replace(tiny, transformer=replace(tiny.transformer, text_embed_dim=384))
+    with pytest.raises(ValueError, match="reads 768"):  # the encoder must give the wider features
+        Trainer(_cfg("dit", tmp_path / "x", 1), wide_cfg, RepeatBatch(batch), text_encoder=StubTextEncoder(),
+                autoencoder=ae)
+    wide = Trainer(_cfg("dit", tmp_path / "wide", 1), wide_cfg, RepeatBatch(batch),
+                   text_encoder=StubTextEncoder(features="last+embed"), autoencoder=ae)
+    wide.init_from_weights(tmp_path / "weights")
+    _, t_sd, _ = load_weights(tmp_path / "weights")
+    x, t = torch.randn(2, 4, 8, 8), torch.rand(2)
+    text, mask = StubTextEncoder().encode(["a cat", "两只狗"], max_length=16)
+    wide_text, _ = StubTextEncoder(features="last+embed").encode(["a cat", "两只狗"], max_length=16)
+    from zaoxiang.model.mmdit import MMDiT
+
+    ref_model = MMDiT(tiny.transformer)
+    ref_model.load_state_dict({k: v.float() for k, v in t_sd.items()})
+    with torch.no_grad():
+        torch.testing.assert_close(wide.ema.module(x, t, wide_text, mask), ref_model(x, t, text, mask))
+    assert wide.model.txt_embed_in[1].weight.abs().sum() == 0
+    # one step trains the new projection
+    wide.train_step(batch)
+    assert wide.model.txt_embed_in[1].weight.abs().sum() > 0
+    # narrowing (weights with word rows into a run without) is refused
+    wide.save()
+    export_checkpoint(tmp_path / "wide", tmp_path / "wide-weights")
+    narrow2 = Trainer(_cfg("dit", tmp_path / "n2", 1), tiny, RepeatBatch(batch), text_encoder=StubTextEncoder(),
+                      autoencoder=ae)
+    with pytest.raises(ValueError, match="differs"):
+        narrow2.init_from_weights(tmp_path / "wide-weights")

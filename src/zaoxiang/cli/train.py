@@ -118,7 +118,8 @@ def run_base(args: argparse.Namespace, device, ctx) -> int:
         autoencoder = load_autoencoder(args.ae, model_config, device)
         te_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         # A training subset may lack a rare caption token: <unk> for it, never a crashed run.
-        text_encoder = E5TextEncoder.load(args.text_encoder, device=device, dtype=te_dtype, subset_missing="unk")
+        text_encoder = E5TextEncoder.load(args.text_encoder, device=device, dtype=te_dtype, subset_missing="unk",
+                                          features=model_config.transformer.text_features)
 
     # A resumed run draws fresh data (seed + step) rather than replaying its first batches.
     trainer = None
@@ -185,10 +186,12 @@ def run_turbo(args: argparse.Namespace, device, ctx) -> int:
     cfg = DistillConfig(out=args.out, base=args.base, steps=args.steps, **suggested(device))
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     te_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    text_encoder = E5TextEncoder.load(args.text_encoder, device=device, dtype=te_dtype, subset_missing="unk")
     from zaoxiang.model.serialization import load_weights
 
-    image_size = load_weights(args.base)[0].image_size
+    base_config = load_weights(args.base)[0]
+    text_encoder = E5TextEncoder.load(args.text_encoder, device=device, dtype=te_dtype, subset_missing="unk",
+                                      features=base_config.transformer.text_features)
+    image_size = base_config.image_size
     stream = make_stream(args.pack, cfg.batch_size, ctx.data_seed(cfg.seed + _resume_step(args)), args.zh_fraction,
                          image_size, device)
     distiller = make_distiller(cfg, text_encoder, stream, device, dist=ctx)

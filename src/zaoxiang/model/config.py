@@ -50,6 +50,9 @@ class TransformerConfig:
     patch_size: int = 2
     in_channels: int = 8  # = autoencoder latent channels
     text_dim: int = 384  # = text encoder hidden size
+    # Width of the text encoder's input word rows appended after its hidden states (E5TextEncoder
+    # features "last+embed"); 0: hidden states only. Older weights have none (config.json without it).
+    text_embed_dim: int = 0
     max_text_tokens: int = 64
     rope_theta: float = 10_000.0
 
@@ -62,10 +65,22 @@ class TransformerConfig:
             raise ValueError("need at least one block")
         if self.patch_size <= 0 or self.in_channels <= 0 or self.text_dim <= 0:
             raise ValueError("patch_size, in_channels and text_dim must be positive")
+        if self.text_embed_dim not in (0, self.text_dim):
+            raise ValueError(f"text_embed_dim must be 0 or text_dim ({self.text_dim}), got {self.text_embed_dim}")
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def text_features(self) -> str:
+        """The E5TextEncoder features this transformer reads."""
+        return "last+embed" if self.text_embed_dim else "last"
+
+    @property
+    def text_input_dim(self) -> int:
+        """Width of the text input the forward takes: text_dim (+ text_embed_dim)."""
+        return self.text_dim + self.text_embed_dim
 
 
 @dataclass(frozen=True)
@@ -127,7 +142,9 @@ def _tiny() -> ModelConfig:
 def _base() -> ModelConfig:
     # Sized by bench/builtin_cpu.py: ≈ 18.3M parameters (≈ 36.6 MB bf16) and 4 steps at 256² within
     # the CPU budget. 256² → f8 latents 32×32×8 → 256 image tokens at patch 2.
-    return ModelConfig(name="base")
+    # text_embed_dim: the transformer also reads e5's input word rows (from training run 4 on; runs
+    # 1-3 had only the last hidden states and drew related objects alike, docs/model.md).
+    return ModelConfig(name="base", transformer=TransformerConfig(text_embed_dim=384))
 
 
 PRESETS = {"tiny": _tiny, "base": _base}

@@ -166,6 +166,12 @@ class MMDiT(nn.Module):
         d, p = cfg.hidden_size, cfg.patch_size
         self.img_in = nn.Linear(cfg.in_channels * p * p, d)
         self.txt_in = nn.Sequential(nn.RMSNorm(cfg.text_dim, eps=1e-6), nn.Linear(cfg.text_dim, d))
+        # The input word rows get their own norm and projection, added to txt_in's: zero-initialised
+        # so that weights trained without them load and compute exactly what they did.
+        self.txt_embed_in = (
+            nn.Sequential(nn.RMSNorm(cfg.text_embed_dim, eps=1e-6), nn.Linear(cfg.text_embed_dim, d, bias=False))
+            if cfg.text_embed_dim else None
+        )
         self.time_in = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.pooled_in = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))  # shared by all blocks (adaLN-single)
@@ -180,12 +186,15 @@ class MMDiT(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
         nn.init.normal_(self.time_in[0].weight, std=0.02)
         nn.init.normal_(self.time_in[2].weight, std=0.02)
         # adaLN-zero: zero modulation and zero output layer, so the model starts as a no-op.
         nn.init.zeros_(self.adaln[1].weight)
         nn.init.zeros_(self.final.weight)
+        if self.txt_embed_in is not None:
+            nn.init.zeros_(self.txt_embed_in[1].weight)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -194,7 +203,7 @@ class MMDiT(nn.Module):
         self,
         x: torch.Tensor,  # (B, C, h, w) noisy latents x_t
         t: torch.Tensor,  # (B,) in [0, 1]
-        text: torch.Tensor,  # (B, T, text_dim) text encoder hidden states
+        text: torch.Tensor,  # (B, T, text_input_dim) hidden states (+ input word rows)
         text_mask: torch.Tensor,  # (B, T) bool, True for real tokens
     ) -> torch.Tensor:  # (B, C, h, w) velocity
         cfg = self.config
@@ -206,7 +215,12 @@ class MMDiT(nn.Module):
         # Patchify: (B, C, h, w) -> (B, N, C*p*p)
         patches = x.view(b, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(b, gh * gw, c * p * p)
         img = self.img_in(patches.to(dtype))  # (B, N, D)
+        if text.shape[-1] != cfg.text_input_dim:
+            raise ValueError(f"text features are {text.shape[-1]} wide, this transformer reads {cfg.text_input_dim}")
+        text, words = text[..., : cfg.text_dim], text[..., cfg.text_dim :]  # (B, T, text_dim), (B, T, embed)
         txt = self.txt_in(text.to(dtype))  # (B, T, D)
+        if self.txt_embed_in is not None:
+            txt = txt + self.txt_embed_in(words.to(dtype))
 
         maskf = text_mask.to(text.dtype)[..., None]  # (B, T, 1)
         pooled = (text * maskf).sum(1) / maskf.sum(1).clamp_min(1.0)  # (B, text_dim), e5 mean pooling

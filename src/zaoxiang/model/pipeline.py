@@ -77,6 +77,7 @@ class BuiltinPipeline(LoadedPipeline):
             from zaoxiang.model.text_encoder import E5TextEncoder
 
             text_encoder = E5TextEncoder.load(text_encoder_path, device=policy.device, dtype=policy.dtype)
+        text_encoder = text_encoder.with_features(config.transformer.text_features)
         identity = ModelIdentity(name=name, family=FAMILY, revision=weights_revision(folder), source="builtin")
         return cls(config, transformer, autoencoder, text_encoder, policy, identity)
 

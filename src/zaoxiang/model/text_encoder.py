@@ -215,6 +215,13 @@ class E5TextEncoder(nn.Module):
         encoder = cls(model, tokenizer, c.max_positions, features)
         return encoder.to(device=device, dtype=dtype)
 
+    def with_features(self, features: str) -> "E5TextEncoder":
+        """This encoder giving ``features`` (itself if it already does; else a view sharing its
+        weights and tokenizer, so two models trained on different features share one copy)."""
+        if features == self.features:
+            return self
+        return type(self)(self.model, self.tokenizer, self.max_positions, features)
+
     @property
     def device(self) -> torch.device:
         return self.model.embeddings.LayerNorm.weight.device
@@ -268,6 +275,10 @@ class E5TextEncoder(nn.Module):
         encode() then pads every batch to ``max_length`` so that shapes stay static."""
         self._compiled = torch.compile(self._features, dynamic=False)
 
+    @property
+    def compiled(self) -> bool:
+        return self._compiled is not None
+
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Per-token features (B, L, feature_dim); rows at padded positions are not meaningful."""
         ids, mask = to_device(ids, self.device), to_device(mask, self.device)
@@ -311,7 +322,7 @@ class E5TextEncoder(nn.Module):
     @torch.no_grad()  # not inference_mode: a trainer feeds these states into autograd graphs
     def encode(self, texts: list[str], max_length: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
         """(features (B, L, feature_dim), mask (B, L) bool) on the module's device and dtype."""
-        ids, mask = self.tokenize(texts, max_length, pad_to_max=self._compiled is not None)
+        ids, mask = self.tokenize(texts, max_length, pad_to_max=self.compiled)
         mask = to_device(mask, self.device)
         return self.forward(ids, mask), mask
 

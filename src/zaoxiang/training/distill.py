@@ -222,9 +222,9 @@ class TurboDistiller:
         base_revision: str = "",
         dist: DistContext = DistContext(),
     ) -> None:
-        if text_encoder.hidden_size != model_config.transformer.text_dim:
-            raise ValueError(f"text encoder hidden size {text_encoder.hidden_size} != text_dim "
-                             f"{model_config.transformer.text_dim}")
+        if text_encoder.feature_dim != model_config.transformer.text_input_dim:
+            raise ValueError(f"text encoder features are {text_encoder.feature_dim} wide, the transformer reads "
+                             f"{model_config.transformer.text_input_dim} ({model_config.transformer.text_features})")
         self.cfg = cfg
         self.dist = dist
         self.model_config = model_config
