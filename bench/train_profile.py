@@ -305,8 +305,7 @@ def phased_step(setup: Setup, clock: PhaseClock) -> torch.Tensor:
     with clock("ae_encode"):
         images = tr._images(batch)  # (B, 3, S, S)
         b = images.shape[0]
-        with torch.no_grad(), tr._autocast():
-            x0 = tr.autoencoder.encode_latents(images, sample=False).float()  # (B, C, h, w)
+        x0 = tr.latents(images)  # (B, C, h, w)
     text, mask = _phased_text(tr, batch.captions, clock)  # (B, T, Dt), (B, T)
     with clock("dit_inputs"):
         if cfg.caption_dropout > 0:
@@ -353,7 +352,8 @@ def _phased_text(tr, captions: list[str], clock: PhaseClock) -> tuple[torch.Tens
         with clock("text_forward"):
             return tr._encode_text(captions)
     with clock("text_tokenize"):
-        ids, mask = te.tokenize(list(captions), max_length=t_max)  # (B, L) long, (B, L) bool, host
+        # (B, L) long, (B, L) bool, host; padded to t_max where the forward is compiled, as encode() does
+        ids, mask = te.tokenize(list(captions), max_length=t_max, pad_to_max=te.compiled)
     with clock("text_forward"):
         with torch.no_grad():
             mask = to_device(mask, te.device)

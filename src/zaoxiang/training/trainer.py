@@ -16,6 +16,7 @@ neither pydantic nor diffusers.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import asdict, dataclass, field, replace
@@ -31,6 +32,7 @@ from zaoxiang.model.config import ModelConfig, preset
 from zaoxiang.model.mmdit import MMDiT
 from zaoxiang.model.sampler import denoise, pad_text
 from zaoxiang.model.serialization import has_weights, load_weights
+from zaoxiang.model.text_encoder import E5TextEncoder
 from zaoxiang.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from zaoxiang.training.distributed import DistContext, average_gradients, barrier
 from zaoxiang.training.ema import EMA
@@ -49,7 +51,7 @@ GRID_PROMPTS = (
 
 
 class TextEncoder(Protocol):
-    hidden_size: int
+    feature_dim: int  # width of encode()'s per-token features
 
     def encode(self, texts: list[str], max_length: int = 64) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -188,12 +190,16 @@ class Trainer:
         else:
             if autoencoder is None or text_encoder is None:
                 raise ValueError("the dit stage needs a trained autoencoder and a text encoder")
-            if text_encoder.hidden_size != model_config.transformer.text_dim:
+            if text_encoder.feature_dim != model_config.transformer.text_input_dim:
                 raise ValueError(
-                    f"text encoder hidden size {text_encoder.hidden_size} != text_dim {model_config.transformer.text_dim}"
+                    f"text encoder features are {text_encoder.feature_dim} wide, the transformer reads "
+                    f"{model_config.transformer.text_input_dim} ({model_config.transformer.text_features})"
                 )
             self.model = MMDiT(model_config.transformer).to(self.device)
-            self.autoencoder = autoencoder.to(self.device).eval().requires_grad_(False)
+            # channels_last: cuDNN's bf16 convolutions run NHWC; in NCHW each conv adds layout copies.
+            self.autoencoder = (
+                autoencoder.to(self.device, memory_format=torch.channels_last).eval().requires_grad_(False)
+            )
             self.text_encoder = text_encoder
         self.ema = EMA(self.model, cfg.ema_decay)
         self.optimizer, self.scheduler = adamw_with_warmup(
@@ -201,6 +207,15 @@ class Trainer:
         )
         use_compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
         self.forward_model = torch.compile(self.model) if use_compile else self.model
+        # The frozen encoders run every step; compiled, the autoencoder's GroupNorm/SiLU chains fuse
+        # (its encode was 56 of a 206 ms step on an H100, bench/train_profile.py) and the text
+        # encoder's Python overhead goes (70 ms of host time per call).
+        self._encode_latents = None
+        if self.autoencoder is not None:
+            encode = functools.partial(self.autoencoder.encode_latents, sample=False)
+            self._encode_latents = torch.compile(encode, dynamic=False) if use_compile else encode
+        if use_compile and isinstance(self.text_encoder, E5TextEncoder):
+            self.text_encoder.compile_forward()
         self.step = 0
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)  # noise, t, dropout
         self._empty: tuple[torch.Tensor, torch.Tensor] | None = None  # see _empty_text
@@ -213,6 +228,14 @@ class Trainer:
 
     def _images(self, batch) -> torch.Tensor:
         return batch_images(batch, self.device, self.model_config.image_size)  # (B, 3, S, S)
+
+    @torch.no_grad()
+    def latents(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [-1, 1] -> the frozen autoencoder's normalised posterior means (B, C, h, w),
+        fp32, contiguous."""
+        with self._autocast():
+            z = self._encode_latents(images.contiguous(memory_format=torch.channels_last))
+        return z.float().contiguous()
 
     def _encode_text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         return encode_captions(self.text_encoder, captions, self.model_config.transformer.max_text_tokens, self.device)
@@ -240,8 +263,7 @@ class Trainer:
     ) -> torch.Tensor:
         model = model or self.forward_model
         b = images.shape[0]
-        with torch.no_grad(), self._autocast():
-            x0 = self.autoencoder.encode_latents(images, sample=False).float()  # (B, C, h, w)
+        x0 = self.latents(images)  # (B, C, h, w)
         text, mask = self._encode_text(captions)  # (B, T, Dt), (B, T)
         if dropout and self.cfg.caption_dropout > 0:
             # Dropped captions take the empty caption's states, chosen on the device: reading the
@@ -381,9 +403,17 @@ class Trainer:
         if self.cfg.stage != "dit":
             raise ValueError("init_from_weights is for the dit stage")
         config, t_sd, _ = load_weights(folder)
-        if config.transformer != self.model_config.transformer:
+        ours = self.model_config.transformer
+        # Weights trained without the input word rows may start a run that has them: the new
+        # projection is zero-initialised, so the model starts as exactly the loaded one.
+        old = config.transformer
+        widening = old.text_embed_dim == 0 and ours.text_embed_dim > 0
+        if replace(old, text_embed_dim=ours.text_embed_dim) != ours or old.text_embed_dim not in (0, ours.text_embed_dim):
             raise ValueError(f"{folder}: transformer config differs from the preset's")
-        self.model.load_state_dict({k: v.float() for k, v in t_sd.items()})
+        missing, unexpected = self.model.load_state_dict({k: v.float() for k, v in t_sd.items()}, strict=False)
+        allowed = {k for k in self.model.state_dict() if k.startswith("txt_embed_in.")} if widening else set()
+        if unexpected or set(missing) - allowed:
+            raise ValueError(f"{folder}: weights do not fit the transformer: missing={missing} unexpected={unexpected}")
         self.ema.module.load_state_dict(self.model.state_dict())
 
     def resume(self, path: Path | str | None = None) -> bool:
