@@ -163,6 +163,7 @@ def build(args: argparse.Namespace) -> Setup:
         from zaoxiang.model.text_encoder import E5TextEncoder
 
         text_encoder = E5TextEncoder.load(args.text_encoder, device=device, dtype=te_dtype, subset_missing="unk")
+    text_encoder = text_encoder.with_features(model_config.transformer.text_features)  # as cli.train does
 
     data_seed = ctx.data_seed(cfg.seed)
     if args.pack == "synthetic":

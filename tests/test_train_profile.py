@@ -71,6 +71,16 @@ def test_phased_step_is_the_trainer_step(bench, tmp_path):
     assert next(a.stream).captions == next(b.stream).captions  # the data streams stayed in step
 
 
+def test_builds_the_base_preset_with_the_text_features_it_reads(bench, tmp_path):
+    """The base transformer reads e5's word rows too (768-wide features): the bench must give its
+    trainer the encoder features the CLI gives (session 4's GPU preflight failed on exactly this)."""
+    args = bench.parse_args(["--preset", "base", "--pack", "synthetic", "--stub-text", "--no-compile",
+                             "--batch-size", "1", "--out-dir", str(tmp_path)])
+    setup = bench.build(args)
+    cfg = setup.trainer.model_config.transformer
+    assert cfg.text_embed_dim > 0 and setup.trainer.text_encoder.feature_dim == cfg.text_input_dim
+
+
 def test_needs_a_text_encoder(bench):
     with pytest.raises(SystemExit):
         bench.parse_args(["--pack", "synthetic"])
