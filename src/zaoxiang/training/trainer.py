@@ -209,7 +209,7 @@ class Trainer:
         self.forward_model = torch.compile(self.model) if use_compile else self.model
         # The frozen encoders run every step; compiled, the autoencoder's GroupNorm/SiLU chains fuse
         # (its encode was 56 of a 206 ms step on an H100, bench/train_profile.py) and the text
-        # encoder's Python overhead goes (70 ms of host time per call).
+        # encoder's Python overhead goes (30-70 ms of host time per call at batch 512 / 256).
         self._encode_latents = None
         if self.autoencoder is not None:
             encode = functools.partial(self.autoencoder.encode_latents, sample=False)
