@@ -79,3 +79,31 @@ def test_builtin_entry_needs_weights(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "model.safetensors").write_bytes(b"")
     assert builtin_entry(tmp_path).name == "builtin"
+
+
+def test_a_builtin_weights_folder_is_a_model_argument(tmp_path):
+    """What `zaoxiang train --export` writes (config.json + model*.safetensors, no model_index.json)
+    registers as a built-in model under its folder's name or the given one."""
+    from tests._tiny_builtin import save_tiny_builtin
+
+    save_tiny_builtin(tmp_path / "run4")
+    entry = inspect_folder(tmp_path / "run4")
+    assert (entry.kind, entry.family, entry.name) == ("builtin", "builtin", "run4")
+    reg = ModelRegistry.discover([f"mine={tmp_path / 'run4'}"], include_builtin=False)
+    assert reg.get("mine").kind == "builtin" and reg.get("mine").path == (tmp_path / "run4").resolve()
+    (tmp_path / "config-only").mkdir()
+    (tmp_path / "config-only" / "config.json").write_text("{}")  # no weights: neither kind
+    with pytest.raises(InvalidRequest, match="neither a diffusers-format model folder nor built-in weights"):
+        inspect_folder(tmp_path / "config-only")
+
+
+def test_generate_runs_a_builtin_weights_folder(tmp_path):
+    from PIL import Image
+    from tests._tiny_builtin import save_tiny_builtin
+
+    from zaoxiang.cli import main
+
+    save_tiny_builtin(tmp_path / "w")
+    out = tmp_path / "img.png"
+    assert main(["generate", "--model", str(tmp_path / "w"), "一只红苹果", "--steps", "2", "-o", str(out)]) == 0
+    assert Image.open(out).size == (64, 64)

@@ -47,13 +47,22 @@ class SkippedFolder:
 
 
 def inspect_folder(path: Path, name: str | None = None) -> ModelEntry:
-    """Describe a diffusers folder, or raise InvalidRequest saying why it is not one we run."""
+    """Describe a diffusers folder or a built-in-model weights folder (``zaoxiang train --export``:
+    config.json + model*.safetensors), or raise InvalidRequest saying why it is neither."""
+    from zaoxiang.model.serialization import has_weights
+
     path = Path(path).expanduser()
     index = path / "model_index.json"
     if not path.is_dir():
         raise InvalidRequest(f"model path {str(path)!r} is not a directory", field="model")
+    if not index.is_file() and has_weights(path):
+        return ModelEntry(name=name or path.resolve().name, kind="builtin", family="builtin", path=path.resolve(),
+                          pipeline_class="ZaoxiangPipeline")
     if not index.is_file():
-        raise InvalidRequest(f"{str(path)!r} has no model_index.json: not a diffusers-format model folder", field="model")
+        raise InvalidRequest(
+            f"{str(path)!r} has no model_index.json: neither a diffusers-format model folder nor built-in "
+            "weights (config.json + model*.safetensors)", field="model",
+        )
     try:
         cls = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
