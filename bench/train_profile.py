@@ -108,6 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=_non_negative, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out-dir", type=Path, default=Path("runs/train-profile"))
     p.add_argument("--trace", action="store_true", help="also write the profiler pass as a chrome trace")
+    p.add_argument("--data-worker", action="store_true",
+                   help="also free-run the loop with specs and captions drawn by a child process (TrainStream workers=1)")
     args = p.parse_args(argv)
     if args.text_encoder is None and not args.stub_text:
         p.error("--text-encoder PATH is required (or --stub-text for a random-weight stand-in)")
@@ -172,7 +174,9 @@ def build(args: argparse.Namespace) -> Setup:
         stream = TrainStream(synthetic_pack(device, args.seed), cfg.batch_size, data_seed,
                              zh_fraction=args.zh_fraction, split="train")  # fmt: skip
     else:
-        stream = make_stream(args.pack, cfg.batch_size, data_seed, args.zh_fraction, model_config.image_size, device)
+        # Drawn in this process: the phased pass replays the drawing piece by piece.
+        stream = make_stream(args.pack, cfg.batch_size, data_seed, args.zh_fraction, model_config.image_size, device,
+                             workers=0)
     trainer = Trainer(cfg, model_config, stream, device, text_encoder=text_encoder, autoencoder=autoencoder, dist=ctx)
     info = {
         "preset": args.preset,
@@ -292,10 +296,11 @@ def phased_step(setup: Setup, clock: PhaseClock) -> torch.Tensor:
     tr, stream = setup.trainer, setup.stream
     # TrainStream.__next__ (training/data/stream.py)
     with clock("sample"):
-        specs = stream.sampler.sample_batch(stream.batch_size)
+        specs = stream.drafts.sampler.sample_batch(stream.batch_size)  # the in-process Drafter (drafts.py)
     with clock("caption"):
-        langs = ["zh" if stream.caption_rng.random() < stream.zh_fraction else "en" for _ in specs]
-        captions = [caption(s, lang, stream.caption_rng, stream.pack) for s, lang in zip(specs, langs)]
+        rng = stream.drafts.caption_rng
+        langs = ["zh" if rng.random() < stream.zh_fraction else "en" for _ in specs]
+        captions = [caption(s, lang, rng, stream.pack) for s, lang in zip(specs, langs)]
     with clock("render"):
         rendered = render_batch(specs, stream.pack, stream.size)  # (B, 3, 256, 256)
     batch = Batch(images=rendered, captions=captions, langs=langs, specs=specs)
@@ -392,7 +397,7 @@ def free_run(mode: str, fn: Callable[[], Any], steps: int, batch_size: int, devi
     return FreeRun(mode, steps, wall, host, steps * batch_size / wall)
 
 
-def free_running(setup: Setup, steps: int) -> list[FreeRun]:
+def free_running(setup: Setup, steps: int, data_worker: bool = False) -> list[FreeRun]:
     tr, stream, dev, bs = setup.trainer, setup.stream, setup.device, setup.trainer.cfg.batch_size
     window: list[torch.Tensor] = [torch.zeros((), device=dev)]
 
@@ -405,6 +410,16 @@ def free_running(setup: Setup, steps: int) -> list[FreeRun]:
         free_run("trainer only: train_step(one fixed batch)", lambda: tr.train_step(fixed), steps, bs, dev),
         free_run("stream only: next(stream)", lambda: next(stream), steps, bs, dev),
     ]
+    if data_worker:  # the same loop with specs and captions drawn by a child process (the GPU default)
+        from zaoxiang.training.data import TrainStream
+
+        worked = TrainStream(stream.pack, bs, seed=12345, zh_fraction=stream.zh_fraction, size=stream.size, workers=1)
+        try:
+            next(worked)  # the child's start-up (imports) is not a step
+            runs.append(free_run("loop, data worker: next(stream) + train_step",
+                                 lambda: window.__setitem__(0, window[0] + tr.train_step(next(worked))), steps, bs, dev))
+        finally:
+            worked.close()
     if not math.isfinite(float(window[0])):
         raise FloatingPointError("the free-running loop's loss is not finite")
     return runs
@@ -630,7 +645,7 @@ def run(args: argparse.Namespace) -> Report | None:
         if trace is not None:
             args.out_dir.mkdir(parents=True, exist_ok=True)
         ops = profile_phases(setup, args.profile_steps, trace)
-        free = free_running(setup, args.free_steps)
+        free = free_running(setup, args.free_steps, data_worker=args.data_worker)
         return make_report(setup, clock, ops, free) if setup.dist.is_main else None
     finally:
         distributed.shutdown(setup.dist)

@@ -225,3 +225,43 @@ def test_layered_compositor_draws_the_same_pixels_as_box_by_box(pack, size):
 def test_render_rejects_an_unknown_method(pack):
     with pytest.raises(InvalidRequest, match="method"):
         render_batch([SceneSampler(pack, seed=1).sign()], pack, size=64, method="fast")
+
+
+def test_a_data_worker_draws_the_same_batches(pack):
+    """workers=1 draws specs and captions in a child process: same batches, in the same order, as
+    drawing them here; the pixels are still rendered here."""
+    here = TrainStream(pack, batch_size=12, seed=5)
+    there = TrainStream(pack, batch_size=12, seed=5, workers=1)
+    try:
+        for _ in range(3):
+            a, b = next(here), next(there)
+            assert a.specs == b.specs and a.captions == b.captions and a.langs == b.langs
+            assert torch.equal(a.images, b.images)
+    finally:
+        there.close()
+    assert not there.drafts._proc.is_alive()
+    with pytest.raises(InvalidRequest):
+        TrainStream(pack, batch_size=4, seed=0, workers=2)
+
+
+def test_a_dead_data_worker_is_a_clear_error(pack, monkeypatch):
+    from zaoxiang.training.data import drafts
+
+    monkeypatch.setattr(drafts, "POLL_S", 0.2)
+    stream = TrainStream(pack, batch_size=4, seed=0, workers=1)
+    next(stream)
+    stream.drafts._proc.terminate()
+    stream.drafts._proc.join()
+    with pytest.raises(drafts.DataWorkerError, match="exited"):
+        for _ in range(10):  # drafts already queued come first
+            next(stream)
+    stream.close()
+
+
+def test_the_catalog_only_pack_samples_like_the_pack(pack):
+    import pickle
+
+    light = pack.catalog_only()
+    assert light.sprites.numel() == 0 and light.sprites.shape[0] == pack.sprites.shape[0]
+    assert len(pickle.dumps(light)) < len(pickle.dumps(pack)) / 20
+    assert SceneSampler(light, seed=3).sample_batch(16) == SceneSampler(pack, seed=3).sample_batch(16)

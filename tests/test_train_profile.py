@@ -128,3 +128,11 @@ def test_count_phase_events_assigns_by_range(bench):
     assert out["dit_forward"].ops == 1  # (linear + mm on thread 2) / 2 steps
     assert out["render"].ops == 1 and out["render"].syncs == 0.5 and out["render"].copies == 0.5
     assert out["render"].kernels == 0
+
+
+def test_the_data_worker_pass_runs_the_loop_with_a_child_process(bench, tmp_path):
+    args = bench.parse_args(CPU_ARGS + ["--batch-size", "2", "--out-dir", str(tmp_path)])
+    setup = bench.build(args)
+    runs = bench.free_running(setup, 2, data_worker=True)
+    assert [r.mode.split(":")[0] for r in runs] == ["loop", "trainer only", "stream only", "loop, data worker"]
+    assert all(r.samples_per_s > 0 for r in runs) and setup.trainer.step == 2 + 2 + 2

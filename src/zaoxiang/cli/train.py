@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--caption-dropout", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--zh-fraction", type=float, default=0.5)
+    p.add_argument("--data-workers", type=int, choices=(0, 1), default=None,
+                   help="draw scene specs and captions in a child process (default: 1 on CUDA, 0 on CPU)")
     p.add_argument("--log-every", type=int, default=None)
     p.add_argument("--ckpt-every", type=int, default=None)
     p.add_argument("--sample-every", type=int, default=None)
@@ -61,7 +63,10 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def make_stream(pack: str | None, batch_size: int, seed: int, zh_fraction: float, image_size: int, device):
+def make_stream(pack: str | None, batch_size: int, seed: int, zh_fraction: float, image_size: int, device,
+                workers: int | None = None):
+    """The training batches; ``workers`` (None: 1 on CUDA, else 0) draws specs and captions in a
+    child process (TrainStream), which the GPU step otherwise waits for."""
     if pack is None:
         raise SystemExit("zaoxiang train: --pack PATH is required (or --pack synthetic for a smoke run)")
     if pack == "synthetic":
@@ -70,7 +75,12 @@ def make_stream(pack: str | None, batch_size: int, seed: int, zh_fraction: float
         return SyntheticStream(batch_size, image_size, seed=seed, zh_fraction=zh_fraction, device=device)
     from zaoxiang.training.data import SpritePack, TrainStream
 
-    return TrainStream(SpritePack.load(pack, device), batch_size, seed, zh_fraction=zh_fraction, split="train")
+    import torch
+
+    if workers is None:
+        workers = 1 if torch.device(device).type == "cuda" else 0
+    return TrainStream(SpritePack.load(pack, device), batch_size, seed, zh_fraction=zh_fraction, split="train",
+                       workers=workers)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,7 +134,7 @@ def run_base(args: argparse.Namespace, device, ctx) -> int:
     # A resumed run draws fresh data (seed + step) rather than replaying its first batches.
     trainer = None
     stream = make_stream(args.pack, cfg.batch_size, ctx.data_seed(cfg.seed + _resume_step(args)), args.zh_fraction,
-                         model_config.image_size, device)
+                         model_config.image_size, device, workers=args.data_workers)
     trainer = Trainer(cfg, model_config, stream, device, text_encoder=text_encoder, autoencoder=autoencoder, dist=ctx)
     resumed = args.resume and trainer.resume()
     if resumed:
@@ -193,7 +203,7 @@ def run_turbo(args: argparse.Namespace, device, ctx) -> int:
                                       features=base_config.transformer.text_features)
     image_size = base_config.image_size
     stream = make_stream(args.pack, cfg.batch_size, ctx.data_seed(cfg.seed + _resume_step(args)), args.zh_fraction,
-                         image_size, device)
+                         image_size, device, workers=args.data_workers)
     distiller = make_distiller(cfg, text_encoder, stream, device, dist=ctx)
     if args.resume and distiller.resume():
         print(f"resumed at step {distiller.step}", file=sys.stderr)

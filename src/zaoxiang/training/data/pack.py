@@ -73,6 +73,13 @@ class SpritePack:
     def styles_for(self, concept_id: str) -> tuple[str, ...]:
         return tuple(s.id for s in STYLES if (concept_id, s.id) in self.sprite_index)
 
+    def catalog_only(self) -> SpritePack:
+        """This pack's catalogue with no pixels (zero-channel tensors, rows kept): what sampling and
+        captioning read, cheap to hand to another process."""
+        empty = torch.empty((self.sprites.shape[0], 0, 0, 0), dtype=torch.uint8)  # (N, 0, 0, 0)
+        no_signs = torch.empty((self.signs.shape[0], 0, 0, 0), dtype=torch.uint8)  # (M, 0, 0, 0)
+        return SpritePack(self.concepts, self.sprite_keys, empty, self.sign_keys, no_signs, self.common_vocab)
+
     def to(self, device: str | torch.device) -> SpritePack:
         return SpritePack(
             self.concepts, self.sprite_keys, self.sprites.to(device), self.sign_keys, self.signs.to(device),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -10,10 +9,9 @@ from typing import Literal
 import torch
 
 from zaoxiang.errors import InvalidRequest
-from zaoxiang.training.data.captions import caption
+from zaoxiang.training.data.drafts import Drafter, PrefetchedDrafts
 from zaoxiang.training.data.pack import SpritePack
 from zaoxiang.training.data.render import render_batch
-from zaoxiang.training.data.sampler import SceneSampler
 from zaoxiang.training.data.scenes import SceneSpec
 
 
@@ -28,7 +26,9 @@ class Batch:
 class TrainStream:
     """Batches of scenes (proportions: sampler.KIND_WEIGHTS — 30 % single emoji, 50 % compositions,
     20 % signs), captioned in Chinese with probability ``zh_fraction`` and English otherwise.
-    The same (pack, seed, arguments) always yields the same sequence of batches."""
+    The same (pack, seed, arguments) always yields the same sequence of batches, whether the specs
+    and captions are drawn here (``workers=0``) or by a child process ahead of time (``workers=1``,
+    drafts.PrefetchedDrafts: the GPU trainer's default, where drawing costs the step host time)."""
 
     def __init__(
         self,
@@ -38,24 +38,32 @@ class TrainStream:
         zh_fraction: float = 0.5,
         split: Literal["train", "heldout"] = "train",
         size: int = 256,
+        workers: int = 0,
     ) -> None:
         if batch_size < 1:
             raise InvalidRequest(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
         if not 0.0 <= zh_fraction <= 1.0:
             raise InvalidRequest(f"zh_fraction must be in [0, 1], got {zh_fraction}", field="zh_fraction")
+        if workers not in (0, 1):
+            # One child keeps the batch order (and so the run) reproducible; it draws ~5x faster
+            # than a GPU step consumes (bench/train_profile.py's stream-alone pass).
+            raise InvalidRequest(f"workers must be 0 or 1, got {workers}", field="workers")
         self.pack = pack
         self.batch_size = batch_size
         self.zh_fraction = zh_fraction
         self.size = size
-        self.sampler = SceneSampler(pack, split=split, seed=seed)
-        # A separate stream for captions, so caption changes never shift the scene sequence.
-        self.caption_rng = random.Random(f"captions-{seed}")
+        args = (pack, batch_size, seed, zh_fraction, split)
+        self.drafts: Drafter | PrefetchedDrafts = PrefetchedDrafts(*args) if workers else Drafter(*args)
 
     def __iter__(self) -> Iterator[Batch]:
         return self
 
     def __next__(self) -> Batch:
-        specs = self.sampler.sample_batch(self.batch_size)
-        langs = ["zh" if self.caption_rng.random() < self.zh_fraction else "en" for _ in specs]
-        captions = [caption(s, lang, self.caption_rng, self.pack) for s, lang in zip(specs, langs)]
-        return Batch(images=render_batch(specs, self.pack, self.size), captions=captions, langs=langs, specs=specs)
+        d = next(self.drafts)
+        return Batch(images=render_batch(d.specs, self.pack, self.size), captions=d.captions, langs=d.langs,
+                     specs=d.specs)
+
+    def close(self) -> None:
+        """End the data worker, if there is one."""
+        if isinstance(self.drafts, PrefetchedDrafts):
+            self.drafts.close()
