@@ -401,8 +401,8 @@ def free_running(setup: Setup, steps: int, data_worker: bool = False) -> list[Fr
     tr, stream, dev, bs = setup.trainer, setup.stream, setup.device, setup.trainer.cfg.batch_size
     window: list[torch.Tensor] = [torch.zeros((), device=dev)]
 
-    def loop_step() -> None:  # the body of training/loop.run_loop between log steps
-        window[0] = window[0] + tr.train_step(next(stream))
+    def loop_step(source=stream) -> None:  # the body of training/loop.run_loop between log steps
+        window[0] = window[0] + tr.train_step(next(source))
 
     fixed = next(stream)
     runs = [
@@ -417,7 +417,7 @@ def free_running(setup: Setup, steps: int, data_worker: bool = False) -> list[Fr
         try:
             next(worked)  # the child's start-up (imports) is not a step
             runs.append(free_run("loop, data worker: next(stream) + train_step",
-                                 lambda: window.__setitem__(0, window[0] + tr.train_step(next(worked))), steps, bs, dev))
+                                 lambda: loop_step(worked), steps, bs, dev))
         finally:
             worked.close()
     if not math.isfinite(float(window[0])):

@@ -62,6 +62,7 @@ from zaoxiang.training.trainer import (
     amp_dtype_for,
     autocast_for,
     batch_images,
+    check_text_features,
     encode_captions,
     image_grid,
 )
@@ -222,9 +223,7 @@ class TurboDistiller:
         base_revision: str = "",
         dist: DistContext = DistContext(),
     ) -> None:
-        if text_encoder.feature_dim != model_config.transformer.text_input_dim:
-            raise ValueError(f"text encoder features are {text_encoder.feature_dim} wide, the transformer reads "
-                             f"{model_config.transformer.text_input_dim} ({model_config.transformer.text_features})")
+        check_text_features(text_encoder, model_config)
         self.cfg = cfg
         self.dist = dist
         self.model_config = model_config

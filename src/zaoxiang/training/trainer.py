@@ -147,6 +147,14 @@ def encode_captions(text_encoder, captions: list[str], t_max: int, device: torch
     return pad_text(hidden.clone().to(device).float(), mask.clone().to(device), t_max)
 
 
+def check_text_features(text_encoder: TextEncoder, model_config: ModelConfig) -> None:
+    """ValueError unless the encoder gives the per-token features the transformer reads."""
+    t = model_config.transformer
+    if text_encoder.feature_dim != t.text_input_dim:
+        raise ValueError(f"text encoder features are {text_encoder.feature_dim} wide, the transformer reads "
+                         f"{t.text_input_dim} ({t.text_features})")
+
+
 def image_grid(images: torch.Tensor, cols: int):
     """(N, 3, H, W) in [-1, 1] -> one PIL image, ``cols`` wide."""
     from PIL import Image
@@ -190,11 +198,7 @@ class Trainer:
         else:
             if autoencoder is None or text_encoder is None:
                 raise ValueError("the dit stage needs a trained autoencoder and a text encoder")
-            if text_encoder.feature_dim != model_config.transformer.text_input_dim:
-                raise ValueError(
-                    f"text encoder features are {text_encoder.feature_dim} wide, the transformer reads "
-                    f"{model_config.transformer.text_input_dim} ({model_config.transformer.text_features})"
-                )
+            check_text_features(text_encoder, model_config)
             self.model = MMDiT(model_config.transformer).to(self.device)
             # channels_last: cuDNN's bf16 convolutions run NHWC; in NCHW each conv adds layout copies.
             self.autoencoder = (
