@@ -32,10 +32,15 @@ for s in ae dit turbo; do
 done
 tail -n 200 "$RUN/train.log" 2>/dev/null | tr '\r' '\n' | tail -n 200 > "$stage/misc/train-tail.log" || true
 if [ -d "$RUN/evals" ]; then
-  tar czf "$OUT/misc.tgz" -C "$stage" misc -C "$RUN" --exclude='run-*.sh' --exclude='images' evals
-  if [ "$(stat -c %s "$OUT/misc.tgz")" -gt 15000000 ]; then  # too big: drop the pictures, keep the numbers
-    tar czf "$OUT/misc.tgz" -C "$stage" misc -C "$RUN" --exclude='run-*.sh' --exclude='*.png' evals
-  fi
+  # Too big: drop pictures in order of how little they are needed here. Sign images go last, since
+  # they are the only way sign gets scored (the GPU machine has no Tesseract); in session 5 one
+  # all-or-nothing fallback threw them away with the history's contact sheets.
+  for drop in "" "history/*/contact_sheet.png" "contact_sheet.png" "*.png"; do
+    tar czf "$OUT/misc.tgz" -C "$stage" misc -C "$RUN" --exclude='run-*.sh' --exclude='images' \
+      ${drop:+--exclude="$drop"} evals
+    [ "$(stat -c %s "$OUT/misc.tgz")" -le 15000000 ] && break
+    echo "misc.tgz over 15 MB; leaving out ${drop:-nothing} was not enough" >&2
+  done
 else
   tar czf "$OUT/misc.tgz" -C "$stage" misc
 fi
