@@ -89,3 +89,16 @@ def test_merge_into_adds_categories_scored_elsewhere(pack_path, tmp_path, capsys
     assert "count" in capsys.readouterr().err and (first / "report.json").read_text() == before
     assert main([*common, "--categories", "count", "--merge-into", str(tmp_path / "nowhere")]) == 1
     assert "merge-into" in capsys.readouterr().err
+
+
+def test_merge_into_with_replace_swaps_a_category(pack_path, tmp_path, capsys):
+    """--replace: a category re-scored elsewhere (say after a scorer fix) replaces the report's own."""
+    first = tmp_path / "gpu"
+    common = ["eval", "--ground-truth", "--pack", str(pack_path), "--quiet"]
+    assert main([*common, "--n-per-category", "2", "--categories", "background,count", "--out", str(first)]) == 0
+    assert main([*common, "--n-per-category", "3", "--categories", "count", "--merge-into", str(first), "--replace"]) == 0
+    report = json.loads((first / "report.json").read_text())
+    assert [c["category"] for c in report["categories"]] == ["count", "background"]
+    by_category = {c: sum(r["category"] == c for r in report["items"]) for c in ("count", "background")}
+    assert by_category == {"count": 3 * 2, "background": 2 * 2}  # three items now, in both languages
+    assert len({(r["category"], r["index"]) for r in report["items"]}) == len({r["index"] for r in report["items"]})

@@ -99,12 +99,31 @@ def test_wrong_count_fails(scorer, pack, items):
         n = obj.count + 1 if obj.count < 4 else 2
         wrong.append(it.spec.model_copy(update={"objects": (obj.model_copy(update={"count": n, "arrangement": "row"}),)}))
     assert _pass_rate(scorer, pack, chosen, wrong) == 0.0
-    # One smear over the whole canvas is not "one object".
+    # One smear across the whole canvas is not "one object" (what random weights draw).
     single = next(it for it in _pick(items, "count", 24) if it.spec.objects[0].count == 1)
     smear = torch.full((3, 64, 64), 245 / 255)
-    smear[:, 2:62, 2:62] = torch.tensor([0.5, 0.3, 0.2]).view(3, 1, 1)
+    smear[:, 2:62, :] = torch.tensor([0.5, 0.3, 0.2]).view(3, 1, 1)
     assert not scorer.score(smear, single).passed
     assert scorer.score(_render(pack, [single.spec])[0], single).passed
+
+
+def test_count_accepts_any_size_when_the_caption_names_none(scorer, pack, items):
+    # Count items are medium, a size captions never name ("three bananas"): a model that draws them
+    # small or large has still drawn what was asked. A named size is held to its own range.
+    from zaoxiang.training.eval.scoring import side_bounds
+
+    chosen = [it for it in _pick(items, "count", 24) if it.spec.objects[0].count == 1][:3]
+    assert chosen and all(it.spec.objects[0].size == "medium" for it in chosen)
+    for size in ("small", "large"):
+        drawn = [it.spec.model_copy(update={"objects": (it.spec.objects[0].model_copy(update={"size": size}),)})
+                 for it in chosen]
+        assert _pass_rate(scorer, pack, chosen, drawn) == 1.0, size
+    # ... but "a small banana" drawn large is not what was asked.
+    drawn_large = drawn
+    asked_small = [EvalItem(it.category, drawn_spec.model_copy(update={"objects": (drawn_spec.objects[0].model_copy(update={"size": "small"}),)}),
+                            it.caption_en, it.caption_zh) for it, drawn_spec in zip(chosen, drawn_large)]
+    assert _pass_rate(scorer, pack, asked_small, drawn_large) == 0.0
+    assert side_bounds("small")[1] < 0.95 < side_bounds("medium")[1]  # render.SIZE_FACTOR["large"] = 0.95
 
 
 def test_wrong_object_and_wrong_text_fail(scorer, pack, items):

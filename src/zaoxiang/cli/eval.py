@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="add this run's categories to the report in this --out folder (e.g. sign, scored here "
                         "from --from-images, into a GPU machine's report without it); rewrites its report.json "
                         "and table.md")
+    p.add_argument("--replace", action="store_true",
+                   help="with --merge-into: this run's categories replace the report's own scores of them "
+                        "(e.g. re-scored after a scorer change) instead of being refused")
     p.add_argument("--save-images", type=Path, default=None, help="also write every generated image here")
     p.add_argument("--generate-only", action="store_true",
                    help="with --save-images: generate and save, do not score (e.g. on a GPU machine without Tesseract)")
@@ -182,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise InvalidRequest(f"--merge-into {merge_path}: not an EvalReport ({str(exc).splitlines()[0]})",
                                  field="merge_into") from None
+        if args.replace:
+            into = into.without({c.category for c in report.categories})
         merged = into.merged(report)
         merged.save_json(merge_path)
         (merge_path.parent / "table.md").write_text(merged.table() + "\n", encoding="utf-8")

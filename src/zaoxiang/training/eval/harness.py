@@ -304,6 +304,12 @@ class EvalReport(BaseModel):
     def save_json(self, path: Path | str) -> None:
         Path(path).write_text(self.model_dump_json(indent=1), encoding="utf-8")
 
+    def without(self, categories: set[str]) -> EvalReport:
+        """This report less ``categories`` (their items and summaries), e.g. before a re-scored copy
+        of them is merged back in."""
+        items = [r for r in self.items if r.category not in categories]
+        return self.model_copy(update={"items": items, "categories": summarise(items, self.langs)})
+
     def merged(self, other: EvalReport) -> EvalReport:
         """This report plus ``other``'s categories: how categories scored elsewhere join one report
         (the GPU machine scores identity..background; sign needs Tesseract, so its saved images are

@@ -45,6 +45,10 @@ PRESENCE_MIN = 0.005  # share of a region that must be foreground for "an object
 # object in a third of the canvas covers ~1.5 %)
 POSITION_TOPK = 5
 SIDE_RANGE = (0.3, 1.25)  # a counted blob's longer side vs the side one copy is drawn at
+# Captions never name the medium size (captions._object_phrase), so a medium object may be drawn at
+# any size training uses; but the largest copy spans 95 % of its cell, so a blob spanning nearly the
+# whole cell is a smear, not one copy.
+SMEAR_SIDE = 0.98
 BLANK_STD = 4.0  # grey-level spread (0-255) under which a sign box is empty, not worth an OCR call
 OCR_PSMS = (7, 8)  # Tesseract page modes: one text line, then one word (short Chinese words need 8)
 
@@ -145,6 +149,15 @@ def blobs(mask: torch.Tensor, close: int = 1) -> list[Blob]:
 def components(mask: torch.Tensor, close: int = 1) -> list[int]:
     """Areas of ``blobs(mask, close)``, largest first."""
     return [b.area for b in blobs(mask, close)]
+
+
+def side_bounds(size: str) -> tuple[float, float]:
+    """The longer side one copy of an object of ``size`` may plausibly have, as fractions of its
+    cell's side: around the size's own factor when captions name it (small, large), anywhere from
+    small to large when they never do (medium), short of a cell-filling smear."""
+    if size == "medium":
+        return SIDE_RANGE[0] * SIZE_FACTOR["small"], min(SIDE_RANGE[1] * SIZE_FACTOR["large"], SMEAR_SIDE)
+    return SIDE_RANGE[0] * SIZE_FACTOR[size], min(SIDE_RANGE[1] * SIZE_FACTOR[size], SMEAR_SIDE)
 
 
 def object_blobs(img: torch.Tensor, box: Frac = (0.0, 0.0, 1.0, 1.0)) -> tuple[list[Blob], float]:
@@ -268,9 +281,9 @@ class Scorer:
         for p, obj in zip(places, spec.objects):
             found, scale = object_blobs(img, p.region)
             got.append(len(found))
-            want_side = min(p.cells[0][2] - p.cells[0][0], p.cells[0][3] - p.cells[0][1]) * SIZE_FACTOR[obj.size]
-            want_px = want_side * img.shape[-1]
-            sized = sized and all(SIDE_RANGE[0] * want_px <= b.side * scale <= SIDE_RANGE[1] * want_px for b in found)
+            cell_px = min(p.cells[0][2] - p.cells[0][0], p.cells[0][3] - p.cells[0][1]) * img.shape[-1]
+            lo, hi = side_bounds(obj.size)
+            sized = sized and all(lo * cell_px <= b.side * scale <= hi * cell_px for b in found)
         want = [p.count for p in places]
         return got == want and sized, {"expected": want, "counted": got, "sizes_plausible": sized}
 
