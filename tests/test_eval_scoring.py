@@ -118,6 +118,13 @@ def test_count_accepts_any_size_when_the_caption_names_none(scorer, pack, items)
         drawn = [it.spec.model_copy(update={"objects": (it.spec.objects[0].model_copy(update={"size": size}),)})
                  for it in chosen]
         assert _pass_rate(scorer, pack, chosen, drawn) == 1.0, size
+    # Nor do captions name the arrangement: "three bananas" in a row, a column or a triangle.
+    threes = [it for it in _pick(items, "count", 24) if it.spec.objects[0].count == 3][:2]
+    assert threes and all(it.spec.objects[0].arrangement == "row" for it in threes)
+    for arrangement in ("column", "grid"):
+        drawn3 = [it.spec.model_copy(update={"objects": (it.spec.objects[0].model_copy(update={"arrangement": arrangement}),)})
+                  for it in threes]
+        assert _pass_rate(scorer, pack, threes, drawn3) == 1.0, arrangement
     # ... but "a small banana" drawn large is not what was asked.
     drawn_large = drawn
     asked_small = [EvalItem(it.category, drawn_spec.model_copy(update={"objects": (drawn_spec.objects[0].model_copy(update={"size": "small"}),)}),

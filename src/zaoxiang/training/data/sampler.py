@@ -9,7 +9,7 @@ from zaoxiang.errors import InvalidRequest
 from zaoxiang.training.data.heldout import HELDOUT_COUNTS, HELDOUT_LAYOUTS, HELDOUT_PAIRS, HELDOUT_SIGNS, is_heldout
 from zaoxiang.training.data.lexicon import BACKGROUND_SCENES, COLOURS, SIGN_STYLES, STYLES
 from zaoxiang.training.data.pack import SpritePack
-from zaoxiang.training.data.scenes import Background, SceneObject, SceneSpec, Sign
+from zaoxiang.training.data.scenes import Background, SceneObject, SceneSpec, Sign, arrangements_for
 
 # Proportions of scene kinds in a training stream. Compositions dominate because layout, count and
 # relations are what the model finds hardest; singles keep identity over the whole catalogue.
@@ -59,12 +59,8 @@ class SceneSampler:
         return (round(self.rng.uniform(-1, 1), 3), round(self.rng.uniform(-1, 1), 3))
 
     def _object(self, concept_id: str, count: int, position: str, size: str) -> SceneObject:
-        if count == 4:
-            arrangement = "grid"
-        elif count == 3:
-            arrangement = self.rng.choice(("row", "column", "grid"))
-        else:
-            arrangement = "column" if position in ("left", "right") else "row"
+        choices = arrangements_for(count, position)
+        arrangement = choices[0] if len(choices) == 1 else self.rng.choice(choices)
         return SceneObject(
             concept_id=concept_id, count=count, position=position, size=size, arrangement=arrangement,
             jitter=self._jitter(),

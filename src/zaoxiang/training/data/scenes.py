@@ -29,6 +29,16 @@ LAYOUT_SETS: tuple[frozenset[str], ...] = (
 )
 
 
+def arrangements_for(count: int, position: str) -> tuple[Arrangement, ...]:
+    """The arrangements training draws ``count`` copies at ``position`` in. Captions never name the
+    arrangement, so any of these is a right drawing of "three bananas"."""
+    if count == 4:
+        return ("grid",)
+    if count == 3:
+        return ("row", "column", "grid")
+    return ("column",) if position in ("left", "right") else ("row",)
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

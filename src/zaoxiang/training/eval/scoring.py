@@ -31,8 +31,8 @@ from PIL import Image, ImageOps
 from zaoxiang.errors import ZaoxiangError
 from zaoxiang.training.data.evalset import EvalItem
 from zaoxiang.training.data.lexicon import COLOURS
-from zaoxiang.training.data.render import SIZE_FACTOR
-from zaoxiang.training.data.scenes import SceneSpec
+from zaoxiang.training.data.render import SIZE_FACTOR, cells
+from zaoxiang.training.data.scenes import SceneSpec, arrangements_for
 from zaoxiang.training.eval.classifier import INPUT_SIZE, ObjectClassifier
 from zaoxiang.training.eval.geometry import Frac, crop, object_places, sign_box, square_around
 
@@ -281,9 +281,13 @@ class Scorer:
         for p, obj in zip(places, spec.objects):
             found, scale = object_blobs(img, p.region)
             got.append(len(found))
-            cell_px = min(p.cells[0][2] - p.cells[0][0], p.cells[0][3] - p.cells[0][1]) * img.shape[-1]
+            # Neither size nor arrangement need be in the caption: bound each blob by the smallest
+            # and largest cell any trained arrangement of this count gives, times side_bounds.
+            cell_sides = [min(c[2] - c[0], c[3] - c[1]) * img.shape[-1]
+                          for arrangement in arrangements_for(obj.count, obj.position)
+                          for c in cells(obj.model_copy(update={"arrangement": arrangement}), p.region)]
             lo, hi = side_bounds(obj.size)
-            sized = sized and all(lo * cell_px <= b.side * scale <= hi * cell_px for b in found)
+            sized = sized and all(lo * min(cell_sides) <= b.side * scale <= hi * max(cell_sides) for b in found)
         want = [p.count for p in places]
         return got == want and sized, {"expected": want, "counted": got, "sizes_plausible": sized}
 
