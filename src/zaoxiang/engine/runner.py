@@ -23,6 +23,7 @@ import torch
 from zaoxiang.engine.lora import LoraLibrary, applied_loras
 from zaoxiang.engine.pipelines.base import LoadedPipeline, PhaseTimer, RunContext
 from zaoxiang.engine.precision import PrecisionPolicy, resolve_device
+from zaoxiang.engine.previews import PreviewThrottle
 from zaoxiang.engine.registry import ModelEntry, ModelRegistry
 from zaoxiang.engine.speed import profile_cache_suffix
 from zaoxiang.errors import Cancelled, InvalidRequest, ModelLoadError, ZaoxiangError
@@ -164,12 +165,16 @@ class Runner:
             resolved = self.resolve(request, pipe)
             seeds = [resolved.seed + i for i in range(resolved.n)]
 
+            throttle = PreviewThrottle()
+
             def step(i: int, total: int, latents: torch.Tensor | None) -> None:
                 # The single per-step hook: cancel is checked here, so it acts within one step.
                 if cancel is not None and cancel.is_set():
                     raise Cancelled(f"cancelled at step {i} of {total}")
                 if on_progress is not None:
-                    preview = _png(pipe.preview(latents)) if previews and latents is not None else None
+                    preview = None
+                    if previews and latents is not None and throttle.due(i, total):
+                        preview = throttle.timed(lambda: _png(pipe.preview(latents)))
                     on_progress(ProgressEvent(step=i, total=total, preview=preview))
 
             timer = PhaseTimer(self.policy.device)
