@@ -22,7 +22,7 @@ from zaoxiang.engine.registry import ModelRegistry
 from zaoxiang.engine.runner import Runner
 from zaoxiang.protocol import parse_request
 from zaoxiang.settings import Settings
-from zaoxiang.training.eval.harness import caption_font
+from zaoxiang.training.eval.harness import caption_font, wrap_text
 
 # (English, Chinese) pairs: the README's example prompts.
 EXAMPLES: tuple[tuple[str, str], ...] = (
@@ -36,17 +36,6 @@ EXAMPLES: tuple[tuple[str, str], ...] = (
 )
 TILE = 160
 LABEL_H = 40
-
-
-def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
-    lines, cur = [], ""
-    for ch in text:  # character-wise: Chinese has no spaces to break at
-        if draw.textlength(cur + ch, font=font) > width:
-            lines.append(cur)
-            cur = ch
-        else:
-            cur += ch
-    return lines + [cur] if cur else lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     sheet = Image.new("RGB", (cols * TILE, head + len(rows) * (TILE + LABEL_H)), "white")
     draw = ImageDraw.Draw(sheet)
     for c, prompt in enumerate(prompts):
-        for j, line in enumerate(_wrap(draw, prompt, font, TILE - 8)[:3]):
+        for j, line in enumerate(wrap_text(draw, prompt, font, TILE - 8)[:3]):
             draw.text((c * TILE + 4, 4 + j * 15), line, font=font, fill=(20, 20, 20))
     for r, (label, images) in enumerate(rows):
         y = head + r * (TILE + LABEL_H)

@@ -107,6 +107,11 @@ def test_wrong_count_fails(scorer, pack, items):
     assert scorer.score(_render(pack, [single.spec])[0], single).passed
 
 
+def _object_changed(spec, **update):
+    """``spec`` with its one object changed (size, arrangement, ...)."""
+    return spec.model_copy(update={"objects": (spec.objects[0].model_copy(update=update),)})
+
+
 def test_count_accepts_any_size_when_the_caption_names_none(scorer, pack, items):
     # Count items are medium, a size captions never name ("three bananas"): a model that draws them
     # small or large has still drawn what was asked. A named size is held to its own range.
@@ -115,21 +120,17 @@ def test_count_accepts_any_size_when_the_caption_names_none(scorer, pack, items)
     chosen = [it for it in _pick(items, "count", 24) if it.spec.objects[0].count == 1][:3]
     assert chosen and all(it.spec.objects[0].size == "medium" for it in chosen)
     for size in ("small", "large"):
-        drawn = [it.spec.model_copy(update={"objects": (it.spec.objects[0].model_copy(update={"size": size}),)})
-                 for it in chosen]
-        assert _pass_rate(scorer, pack, chosen, drawn) == 1.0, size
+        assert _pass_rate(scorer, pack, chosen, [_object_changed(it.spec, size=size) for it in chosen]) == 1.0, size
     # Nor do captions name the arrangement: "three bananas" in a row, a column or a triangle.
     threes = [it for it in _pick(items, "count", 24) if it.spec.objects[0].count == 3][:2]
     assert threes and all(it.spec.objects[0].arrangement == "row" for it in threes)
     for arrangement in ("column", "grid"):
-        drawn3 = [it.spec.model_copy(update={"objects": (it.spec.objects[0].model_copy(update={"arrangement": arrangement}),)})
-                  for it in threes]
-        assert _pass_rate(scorer, pack, threes, drawn3) == 1.0, arrangement
+        drawn = [_object_changed(it.spec, arrangement=arrangement) for it in threes]
+        assert _pass_rate(scorer, pack, threes, drawn) == 1.0, arrangement
     # ... but "a small banana" drawn large is not what was asked.
-    drawn_large = drawn
-    asked_small = [EvalItem(it.category, drawn_spec.model_copy(update={"objects": (drawn_spec.objects[0].model_copy(update={"size": "small"}),)}),
-                            it.caption_en, it.caption_zh) for it, drawn_spec in zip(chosen, drawn_large)]
-    assert _pass_rate(scorer, pack, asked_small, drawn_large) == 0.0
+    asked_small = [EvalItem(it.category, _object_changed(it.spec, size="small"), it.caption_en, it.caption_zh)
+                   for it in chosen]
+    assert _pass_rate(scorer, pack, asked_small, [_object_changed(it.spec, size="large") for it in chosen]) == 0.0
     assert side_bounds("small")[1] < 0.95 < side_bounds("medium")[1]  # render.SIZE_FACTOR["large"] = 0.95
 
 

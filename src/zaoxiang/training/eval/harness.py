@@ -472,7 +472,7 @@ def contact_sheet(tiles: list[tuple[Image.Image, str, bool]], path: Path | str, 
     for i, (img, caption, passed) in enumerate(tiles):
         x, y = (i % cols) * tile, (i // cols) * (tile + text_h)
         sheet.paste(img.convert("RGB").resize((tile - 8, tile - 8), Image.Resampling.LANCZOS), (x + 4, y + 4))
-        lines = _wrap(draw, ("PASS " if passed else "FAIL ") + caption, font, tile - 8)[:3]
+        lines = wrap_text(draw, ("PASS " if passed else "FAIL ") + caption, font, tile - 8)[:3]
         for j, line in enumerate(lines):
             draw.text((x + 4, y + tile + j * 18), line, font=font, fill=(0, 110, 0) if passed and j == 0 else (20, 20, 20))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -490,7 +490,7 @@ def caption_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default()
 
 
-def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
+def wrap_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
     # Character-wise wrapping: Chinese captions have no spaces to break at.
     lines, cur = [], ""
     for ch in text:
