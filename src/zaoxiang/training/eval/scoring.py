@@ -9,7 +9,8 @@ model resolution.
     position    per object: something is in its region, and the region's crop is classified as
                 that object (top-5 over the vocabulary, and first among the scene's objects),
                 so swapped objects fail
-    count       connected components of non-background pixels in the object's region
+    count       connected components of non-background pixels in the object's region, each about
+                one copy's size (any size and arrangement the caption leaves open)
     background  median of the border pixels -> nearest palette colour
     sign        Tesseract OCR of the sign box (eng+chi_sim), exact match after normalisation
 """
@@ -155,9 +156,8 @@ def side_bounds(size: str) -> tuple[float, float]:
     """The longer side one copy of an object of ``size`` may plausibly have, as fractions of its
     cell's side: around the size's own factor when captions name it (small, large), anywhere from
     small to large when they never do (medium), short of a cell-filling smear."""
-    if size == "medium":
-        return SIDE_RANGE[0] * SIZE_FACTOR["small"], min(SIDE_RANGE[1] * SIZE_FACTOR["large"], SMEAR_SIDE)
-    return SIDE_RANGE[0] * SIZE_FACTOR[size], min(SIDE_RANGE[1] * SIZE_FACTOR[size], SMEAR_SIDE)
+    smallest, largest = ("small", "large") if size == "medium" else (size, size)
+    return SIDE_RANGE[0] * SIZE_FACTOR[smallest], min(SIDE_RANGE[1] * SIZE_FACTOR[largest], SMEAR_SIDE)
 
 
 def object_blobs(img: torch.Tensor, box: Frac = (0.0, 0.0, 1.0, 1.0)) -> tuple[list[Blob], float]:
