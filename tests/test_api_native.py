@@ -276,6 +276,24 @@ def test_health_ready_models_and_index(client):
     assert {"/v1/jobs", "/v1/images/generations", "/sdapi/v1/txt2img"} <= set(spec["paths"])
 
 
+def test_models_say_which_one_size_a_model_draws(tmp_path):
+    """The built-in model draws one size (its config's image size); the studio reads it from here."""
+    from tests.service_support import fake_entry
+    from zaoxiang.engine.registry import ModelRegistry, builtin_entry
+    from zaoxiang.model.config import preset
+
+    weights = tmp_path / "builtin"
+    weights.mkdir()
+    (weights / "config.json").write_text(json.dumps(preset("tiny").to_dict()))
+    (weights / "model-00001-of-00001.safetensors").write_bytes(b"")  # listed, never loaded here
+    runner = fake_runner(tmp_path)
+    runner.registry = ModelRegistry([fake_entry("fake", tmp_path), builtin_entry(weights)])
+    with live_server(make_settings(tmp_path / "data"), runner) as live:
+        models = {m["name"]: m for m in httpx.get(live.url + "/v1/models").json()["data"]}
+    assert models["builtin"]["native_size"] == preset("tiny").image_size == 64
+    assert models["fake"]["native_size"] is None
+
+
 def test_safety_gate_blocks_prompts_and_images(tmp_path):
     from zaoxiang.safety.errors import ImageBlocked
     from zaoxiang.safety.gate import SafetyGate

@@ -488,3 +488,23 @@ def test_empty_prompt_is_refused_in_the_page(open_page):
     page.click("#generate")
     assert page.inner_text("#form-error") == "Write a prompt first."
     assert page.locator(".job-card").count() == 0
+
+
+def test_a_one_size_model_sets_the_form_to_its_size(browser, tmp_path):
+    """The built-in model draws only its own size: the form shows that size, not the 1024 preset."""
+    from tests._tiny_builtin import save_tiny_builtin
+    from zaoxiang.model.config import preset
+
+    folder = tmp_path / "mini"
+    folder.mkdir()
+    save_tiny_builtin(folder)
+    size = str(preset("tiny").image_size)
+    with _serve(tmp_path, ["--model", f"mini={folder}"]) as url:
+        assert httpx.get(url + "/v1/models").json()["data"][0]["native_size"] == int(size)
+        ctx = browser.new_context(locale="en-US")
+        page = ctx.new_page()
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready=true]")
+        assert (page.input_value("#width"), page.input_value("#height")) == (size, size)
+        assert page.is_checked('input[name="aspect"][value="1:1"]')
+        ctx.close()

@@ -102,6 +102,8 @@ class ModelView(BaseModel):
     warm: bool
     # Whether the model's packaged turbo LoRA is installed (what "turbo": true applies).
     turbo: bool = False
+    # The one square size the model draws (the built-in model: 256); None: any multiple of 16.
+    native_size: int | None = None
 
 
 class LoraView(BaseModel):

@@ -66,10 +66,15 @@ def has_weights(folder: Path | str) -> bool:
     return (folder / CONFIG_NAME).is_file() and any(folder.glob("model*.safetensors"))
 
 
+def read_config(folder: Path | str) -> ModelConfig:
+    """The folder's ``config.json`` alone (no tensors read)."""
+    return ModelConfig.from_dict(json.loads((Path(folder) / CONFIG_NAME).read_text()))
+
+
 def load_weights(folder: Path | str) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """-> (config, transformer state dict, autoencoder state dict), tensors on CPU as stored."""
     folder = Path(folder)
-    config = ModelConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text()))
+    config = read_config(folder)
     state: dict[str, torch.Tensor] = {}
     for shard in sorted(folder.glob("model*.safetensors")):
         state.update(load_file(shard))

@@ -44,7 +44,22 @@ export class GenerateForm {
       el.seedLock.checked = true;
       el.seed.disabled = false;
     });
-    el.model.addEventListener("change", () => this.renderLoras());
+    el.model.addEventListener("change", () => {
+      this.renderLoras();
+      this.applyNativeSize();
+    });
+  }
+
+  // A model that draws one size only (the built-in model: 256²) gets that size in the form, so
+  // the size preset does not show 1024 for a model that cannot draw it.
+  applyNativeSize() {
+    const model = this.models.find((m) => m.id === this.el.model.value);
+    const size = model && model.native_size;
+    if (!size) return;
+    this.root.querySelector('input[name="aspect"][value="1:1"]').checked = true;
+    if ([...this.el.base.options].some((o) => o.value === String(size))) this.el.base.value = String(size);
+    this.el.width.value = size;
+    this.el.height.value = size;
   }
 
   setModels(models) {
@@ -59,6 +74,7 @@ export class GenerateForm {
       }),
     );
     this.renderLoras();
+    if (!current) this.applyNativeSize();  // first load: the default model's size
   }
 
   // LoRAs are shown only when /v1/models lists them for the chosen model.
