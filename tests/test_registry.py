@@ -74,11 +74,19 @@ def test_revision_changes_with_content(tmp_path):
     assert folder_revision(d) != r1
 
 
-def test_builtin_entry_needs_weights(tmp_path):
+def test_builtin_entry_needs_weights_and_a_config_that_parses(tmp_path):
+    import json
+
+    from zaoxiang.model.config import preset
+
     assert builtin_entry(tmp_path) is None
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "model.safetensors").write_bytes(b"")
-    assert builtin_entry(tmp_path).name == "builtin"
+    with pytest.raises(InvalidRequest, match="config.json.*not a built-in model config"):
+        builtin_entry(tmp_path)  # said at discovery, not at the first request
+    (tmp_path / "config.json").write_text(json.dumps(preset("tiny").to_dict()))
+    entry = builtin_entry(tmp_path)
+    assert entry.name == "builtin" and entry.native_size == preset("tiny").image_size == 64
 
 
 def test_a_builtin_weights_folder_is_a_model_argument(tmp_path):

@@ -24,7 +24,6 @@ from zaoxiang.api.schemas import (
     job_view,
 )
 from zaoxiang.engine.lora import TURBO_FILE
-from zaoxiang.model.serialization import read_config
 from zaoxiang.service.core import Service
 from zaoxiang.service.events import JobEvent
 from zaoxiang.service.jobs import Job, JobStatus
@@ -224,7 +223,7 @@ def list_models(request: Request, owner: str = Depends(get_owner)) -> ModelList:
                 default=e.name == registry.default,
                 warm=e.name in warm,
                 turbo=(e.path / TURBO_FILE).is_file(),
-                native_size=read_config(e.path).image_size if e.kind == "builtin" else None,
+                native_size=e.native_size,
             )
             for e in registry.list()
         ],

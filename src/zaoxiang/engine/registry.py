@@ -38,6 +38,21 @@ class ModelEntry:
     family: str
     path: Path
     pipeline_class: str
+    # The one square size the model draws (built-in weights: their config's image size), read once
+    # at discovery; None: any size the pipeline accepts.
+    native_size: int | None = None
+
+
+def _builtin(path: Path, name: str) -> ModelEntry:
+    """A built-in weights folder's entry; its config.json must parse."""
+    from zaoxiang.model.serialization import read_config
+
+    try:
+        size = read_config(path).image_size
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidRequest(f"{str(path / 'config.json')!r} is not a built-in model config: {exc}", field="model") from None
+    return ModelEntry(name=name, kind="builtin", family="builtin", path=path, pipeline_class="ZaoxiangPipeline",
+                      native_size=size)
 
 
 @dataclass(frozen=True)
@@ -56,8 +71,7 @@ def inspect_folder(path: Path, name: str | None = None) -> ModelEntry:
     if not path.is_dir():
         raise InvalidRequest(f"model path {str(path)!r} is not a directory", field="model")
     if not index.is_file() and has_weights(path):
-        return ModelEntry(name=name or path.resolve().name, kind="builtin", family="builtin", path=path.resolve(),
-                          pipeline_class="ZaoxiangPipeline")
+        return _builtin(path.resolve(), name or path.resolve().name)
     if not index.is_file():
         raise InvalidRequest(
             f"{str(path)!r} has no model_index.json: neither a diffusers-format model folder nor built-in "
@@ -104,7 +118,7 @@ def builtin_entry(weights_dir: Path | None = None) -> ModelEntry | None:
     weights_dir = weights_dir or builtin_weights_dir()
     if not (weights_dir / "config.json").is_file() or not any(weights_dir.glob("*.safetensors")):
         return None
-    return ModelEntry(name=BUILTIN_NAME, kind="builtin", family="builtin", path=weights_dir, pipeline_class="ZaoxiangPipeline")
+    return _builtin(weights_dir, BUILTIN_NAME)
 
 
 class ModelRegistry:
