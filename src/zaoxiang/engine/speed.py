@@ -14,9 +14,11 @@ Lossless (default on where the device allows; output equals stock diffusers with
   and the bf16 rounding (it has no complex codegen).
 - ``cuda_graphs`` (opt-in until measured): the repeated blocks compiled with
   ``mode="reduce-overhead"`` (CUDA graphs), for few-step runs where launch gaps show.
-- ``cfg_batch``: Qwen-Image's true CFG calls the transformer twice per step with batch 1
-  (cond, then uncond, same latents). :class:`QwenCfgBatcher` turns the pair into one batch-2
-  forward (see its docstring); Z-Image, SD3 and SDXL already batch their CFG, FLUX.1-dev has none.
+- ``cfg_batch`` (opt-in: measured slower): Qwen-Image's true CFG calls the transformer twice per
+  step with batch 1 (cond, then uncond, same latents). :class:`QwenCfgBatcher` turns the pair into
+  one batch-2 forward (see its docstring); Z-Image, SD3 and SDXL already batch their CFG, FLUX.1-dev
+  has none. On one H100 the batch-2 step took 289 ms against 275 ms for the two sequential
+  compiled forwards (bench/results-h100-qwen.md), so it is not in ``lossless``.
 
 Near-lossless, opt-in, error measured by ``bench/real_arch.py``:
 
@@ -71,7 +73,9 @@ class SpeedOptions:
     compile_vae: bool = True
     vae_channels_last: bool = True
     cudnn_benchmark: bool = True
-    cfg_batch: bool = True
+    # Off: one batch-2 CFG step measured 289 ms vs 275 ms for two sequential compiled batch-1 forwards
+    # (one H100, bench/results-h100-qwen.md, "CFG step" rows); kept as an option for other GPUs/sizes.
+    cfg_batch: bool = False
     real_rope: bool = True  # lossless: same fp32 arithmetic as the complex64 RoPE (zaoxiang.engine.fused)
     cuda_graphs: bool = False  # compile mode "reduce-overhead" for the blocks; off until bench/real_arch.py measures it
     fused_rmsnorm: bool = False
@@ -104,9 +108,10 @@ def options_for_profile(name: str) -> SpeedOptions:
     """The one mapping from ``EngineSettings.speed`` to options.
 
     "stock": everything off (diffusers as shipped); "lossless": compile of the repeated blocks,
-    VAE channels-last/cuDNN/compile, Qwen CFG batching (equal to stock within bf16 rounding);
-    "lossy": lossless + First Block Cache + fp8 matmuls (fp8 only where the GPU has them).
-    The default stays "stock" until bench/real_arch.py has measured the others on a GPU.
+    Z-Image real-valued RoPE, VAE channels-last/cuDNN/compile (equal to stock within bf16 rounding);
+    not Qwen's CFG as one batch-2 forward, which measured slower than two sequential forwards
+    (``SpeedOptions.cfg_batch``, opt-in); "lossy": lossless + First Block Cache + fp8 matmuls (fp8
+    only where the GPU has them). The default is "stock" (docs/performance.md says why).
     """
     if name == "stock":
         return SpeedOptions.stock()
