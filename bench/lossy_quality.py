@@ -6,7 +6,9 @@
 For each setting (the model's default steps/guidance with CFG; and, when ``turbo_lora.safetensors``
 lies beside the weights, the turbo adapter at its steps/guidance) and each mode (lossless; first
 block cache at 0.05 / 0.08 / 0.12; fp8; fp8 + first block cache 0.08; fp8 needs CUDA 8.9+ and is
-reported as skipped elsewhere) it generates the same held-out eval prompts (the eval set and the
+reported as skipped elsewhere, unless ``--fp8-cpu-reference`` runs it on a CPU through
+``torch._scaled_mm``'s CPU kernel: the same e4m3 quantisation and per-tensor scales as the GPU,
+so its PSNR/SSIM and pass rates are fp8's, its time is not) it generates the same held-out eval prompts (the eval set and the
 item selection of ``zaoxiang eval``; both languages; fixed seeds) and reports:
 
 - wall time per image (median; the device is synchronised around every image), and the speed-up
@@ -211,7 +213,8 @@ def eval_jobs(items, seeds: Sequence[int]) -> list[tuple[Key, Any, str]]:
     return jobs
 
 
-def run_mode(pipe, setting: Setting, mode: Mode | None, jobs, log: Callable[[str], None]):
+def run_mode(pipe, setting: Setting, mode: Mode | None, jobs, log: Callable[[str], None],
+             fp8_cpu_reference: bool = False):
     """Generate every job in ``mode`` (None: the plain model). Returns (images, seconds per image,
     the mode's BuiltinSpeed or None, its CacheStats or None); the mode is undone afterwards."""
     from zaoxiang.engine.speed import SpeedOptions
@@ -220,7 +223,7 @@ def run_mode(pipe, setting: Setting, mode: Mode | None, jobs, log: Callable[[str
     speed = None
     if mode is not None and (mode.first_block_cache is not None or mode.fp8):
         speed = apply_builtin_speed(pipe, SpeedOptions(first_block_cache=mode.first_block_cache, fp8=mode.fp8),
-                                    pipe.policy.device)
+                                    pipe.policy.device, fp8_cpu_reference=fp8_cpu_reference)
         pipe.speed = speed  # generate() resets its cache before every image
     try:
         # Warm-up (untimed, unscored): first-call allocations and kernel selection.
@@ -320,7 +323,7 @@ def run_bench(args: argparse.Namespace, text_encoder=None, log: Callable[[str], 
     jobs = eval_jobs(items, seeds)
     scorer = Scorer(ObjectClassifier.load(args.classifier))
     settings, turbo_note = settings_for(weights, pipe, args.steps, args.guidance)
-    fp8_ok, fp8_why = fp8_supported(device)
+    fp8_ok, fp8_why = fp8_supported(device, cpu_reference=args.fp8_cpu_reference)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     modes = [m for m in MODES if args.modes is None or m.name in args.modes]
     log(f"{len(items)} items x 2 languages x {len(seeds)} seeds = {len(jobs)} images per mode on {device_name}")
@@ -331,7 +334,7 @@ def run_bench(args: argparse.Namespace, text_encoder=None, log: Callable[[str], 
         "dtype": str(pipe.policy.dtype).removeprefix("torch."), "seeds": seeds, "n_per_category": args.n_per_category,
         "items": len(items), "images_per_mode": len(jobs), "categories": categories,
         "sign": sign_note,
-        "turbo": turbo_note, "fp8": "available" if fp8_ok else fp8_why,
+        "turbo": turbo_note, "fp8": (fp8_why or "available") if fp8_ok else fp8_why,
         "settings": [{"name": s.name, "steps": s.steps, "guidance": s.guidance} for s in settings],
     }
     for setting in settings:
@@ -347,7 +350,7 @@ def run_bench(args: argparse.Namespace, text_encoder=None, log: Callable[[str], 
                     row.status = fp8_why
                     continue
                 try:
-                    images, seconds, speed, stats = run_mode(pipe, setting, mode, jobs, log)
+                    images, seconds, speed, stats = run_mode(pipe, setting, mode, jobs, log, args.fp8_cpu_reference)
                 except Exception as exc:  # one broken mode must not cost the others' numbers
                     row.status = f"error: {type(exc).__name__}: {exc}"
                     log(f"  {mode.name}: {row.status}")
@@ -452,6 +455,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--modes", default=None,
                    help=f"comma list of modes to run (default all: {', '.join(m.name for m in MODES)})")
     p.add_argument("--out", type=Path, default=None, help="write the table here (.md) and the numbers beside it (.json)")
+    p.add_argument("--fp8-cpu-reference", action="store_true",
+                   help="on a CPU, run the fp8 modes through torch._scaled_mm's CPU kernel (same e4m3 quantisation "
+                        "and scales as the GPU path): measures fp8's quality, not its speed"),
     args = p.parse_args(argv)
     if not 1 <= args.n_per_category <= 1000:
         p.error(f"--n-per-category must be between 1 and 1000, got {args.n_per_category}")

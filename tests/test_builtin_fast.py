@@ -179,6 +179,20 @@ def test_fp8_is_skipped_off_hopper_and_reported(pipe):
     assert speed.cache is None
 
 
+def test_fp8_cpu_reference_applies_fp8_on_the_cpu_and_says_so(pipe):
+    """Only a benchmark asks for it: the same Linear layers go fp8, the report names the CPU kernel,
+    images change (fp8 rounds) and undo restores them exactly."""
+    plain = _run(pipe)
+    speed = apply_builtin_speed(pipe, SpeedOptions(fp8=True), "cpu", fp8_cpu_reference=True)
+    fp8 = next(c for c in speed.report.choices if c.name == "fp8")
+    assert fp8.applied and "CPU reference" in fp8.reason and speed.fp8_layers > 0
+    changed = _run(pipe)
+    assert not np.array_equal(changed, plain)
+    assert np.abs(changed.astype(int) - plain.astype(int)).mean() < 20  # fp8 rounding, not noise
+    undo_builtin_speed(pipe)
+    assert np.array_equal(_run(pipe), plain)
+
+
 def test_fp8_matmuls_change_little_and_undo_exactly():
     """The fp8 path itself runs on the CPU too (torch._scaled_mm), so its mechanics are tested here;
     apply_builtin_speed only turns it on for CUDA 8.9+."""

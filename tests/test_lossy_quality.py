@@ -81,18 +81,18 @@ def test_bench_end_to_end(bench, pack_path, weights, tmp_path):
 def test_lossy_modes_differ_from_lossless_and_fp8_runs_where_available(bench, pack_path, weights, monkeypatch):
     """A threshold high enough to skip (random weights change ≈ 1 per step) gives finite PSNR and a
     skipped share > 0, so the comparison measures something. fp8 is made "available" on the CPU
-    (torch._scaled_mm runs there too) to drive the path the GPU takes. No tesseract: sign is n/a."""
-    from zaoxiang.model import fast
-
+    (torch._scaled_mm runs there too, --fp8-cpu-reference) to drive the path the GPU takes. No tesseract:
+    sign is n/a."""
     monkeypatch.setattr(bench, "MODES", (bench.Mode("lossless"), bench.Mode("fbc 1.0", first_block_cache=1.0),
                                          bench.Mode("fp8", fp8=True),
                                          bench.Mode("fp8 + fbc 1.0", first_block_cache=1.0, fp8=True)))
-    monkeypatch.setattr(fast, "fp8_supported", lambda device: (True, ""))
     monkeypatch.setattr(bench.shutil, "which", lambda name: None)
     args = bench.parse_args(["--weights", str(weights), "--pack", str(pack_path), "--n-per-category", "1",
-                             "--device", "cpu", "--steps", "8", "--categories", "background,sign"])
+                             "--device", "cpu", "--steps", "8", "--categories", "background,sign",
+                             "--fp8-cpu-reference"])
     report = bench.run_bench(args, text_encoder=StubTextEncoder(), log=lambda msg: None)
     assert report["meta"]["sign"].startswith("n/a: tesseract") and report["meta"]["categories"] == ["background"]
+    assert report["meta"]["fp8"].startswith("CPU reference")
     by = {(r["setting"], r["mode"]): r for r in report["results"]}
     for setting in ("default", "turbo"):
         fbc, fp8, both = by[(setting, "fbc 1.0")], by[(setting, "fp8")], by[(setting, "fp8 + fbc 1.0")]

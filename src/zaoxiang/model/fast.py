@@ -21,6 +21,10 @@ paths stay the same, so LoRA (peft) and state dicts see the unchanged model.
 
 fp8 (``options.fp8``): every fitting ``nn.Linear`` inside the blocks runs its matmul through
 ``engine.speed.Fp8Linear`` (e4m3, per-tensor scales; CUDA capability 8.9+, else reported as skipped).
+``fp8_cpu_reference=True`` also runs it on a CPU through ``torch._scaled_mm``'s CPU kernel: the same
+quantisation of both operands and the same scales, so the *quality* of fp8 can be measured on the
+built-in model without a Hopper GPU (bench/lossy_quality.py); it is slower than fp32 there, so
+only a benchmark asks for it.
 The Linear module stays in place and only its ``forward`` is replaced, because the engine stacks
 LoRA adapters per request by module path and type (``nn.Linear``); a swapped-in module would hide
 those layers from it. The bf16 weights are kept (for LoRA and undo; +50 % of the Linear weights).
@@ -214,8 +218,28 @@ def disable_fp8(model: nn.Module) -> int:
     return n
 
 
-def fp8_supported(device: torch.device | str) -> tuple[bool, str]:
+CPU_FP8_NOTE = "CPU reference: torch._scaled_mm's CPU kernel, the GPU path's e4m3 quantisation and scales; speed not meaningful"
+
+
+def _cpu_scaled_mm_works() -> bool:
+    """Whether this torch build has an fp8 ``_scaled_mm`` for CPU tensors (2.6+ has)."""
+    try:
+        a = torch.ones(16, 16).to(torch.float8_e4m3fn)  # (M, K)
+        one = torch.tensor(1.0)
+        out = torch._scaled_mm(a, a.t(), scale_a=one, scale_b=one, out_dtype=torch.float32)  # (M, M)
+    except (RuntimeError, NotImplementedError, AttributeError, TypeError):
+        return False
+    return bool(out[0, 0].item() == 16.0)
+
+
+def fp8_supported(device: torch.device | str, cpu_reference: bool = False) -> tuple[bool, str]:
+    """(usable, why not). ``cpu_reference``: accept a CPU whose torch has an fp8 ``_scaled_mm``, for
+    measuring fp8's effect on images (not its speed)."""
     device = torch.device(device)
+    if device.type == "cpu" and cpu_reference:
+        if _cpu_scaled_mm_works():
+            return True, CPU_FP8_NOTE
+        return False, f"skipped: this torch ({torch.__version__}) has no fp8 _scaled_mm for CPU tensors"
     if device.type != "cuda":
         return False, f"skipped: fp8 matmuls need a CUDA GPU of compute capability 8.9+ (device is {device})"
     cap = torch.cuda.get_device_capability(device)
@@ -261,21 +285,23 @@ def _transformer(target: Any) -> MMDiT:
     return model
 
 
-def apply_builtin_speed(target: Any, options: SpeedOptions, device: torch.device | str | None = None) -> BuiltinSpeed:
+def apply_builtin_speed(target: Any, options: SpeedOptions, device: torch.device | str | None = None,
+                        fp8_cpu_reference: bool = False) -> BuiltinSpeed:
     """Apply the lossy options (first block cache, fp8) of ``options`` to the built-in transformer of
     ``target`` (a BuiltinPipeline or the MMDiT itself), after it is on its device. Replaces whatever
     was applied before. The lossless options (compile, VAE) are for diffusers pipelines and are
-    reported as not applied here."""
+    reported as not applied here. ``fp8_cpu_reference``: run fp8 on a CPU too (see the module doc)."""
     model = _transformer(target)
     undo_builtin_speed(model)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     speed = BuiltinSpeed(model=model, report=SpeedReport("builtin"))
 
     if options.fp8:
-        ok, why = fp8_supported(device)
+        ok, why = fp8_supported(device, cpu_reference=fp8_cpu_reference)
         if ok:
             speed.fp8_layers = enable_fp8(model)
-            speed.report.add("fp8", True, f"{speed.fp8_layers} Linear layers of the blocks as fp8 e4m3 (lossy)")
+            where = f"; {why}" if why else ""
+            speed.report.add("fp8", True, f"{speed.fp8_layers} Linear layers of the blocks as fp8 e4m3 (lossy){where}")
         else:
             speed.report.add("fp8", False, why)
     else:
