@@ -12,8 +12,10 @@ Lossless (default on where the device allows; output equals stock diffusers with
 - ``real_rope``: Z-Image's rotary embedding in real (cos/sin) fp32 arithmetic instead of complex64
   (:mod:`zaoxiang.engine.fused`): the same fp32 products, but Inductor can fuse it with the q/k norm
   and the bf16 rounding (it has no complex codegen).
-- ``cuda_graphs`` (opt-in until measured): the repeated blocks compiled with
-  ``mode="reduce-overhead"`` (CUDA graphs), for few-step runs where launch gaps show.
+- ``cuda_graphs`` (opt-in: measured no faster): the repeated blocks compiled with
+  ``mode="reduce-overhead"`` (CUDA graphs). On one H100 at 1024² a forward took 133 / 135 / 95.6 ms
+  with them against 131 / 136 / 95.2 without (FLUX / Qwen-Image / Z-Image, bench/results-h100-*.md):
+  at this size the GPU is busy between launches, so there are no gaps to remove.
 - ``cfg_batch`` (opt-in: measured slower): Qwen-Image's true CFG calls the transformer twice per
   step with batch 1 (cond, then uncond, same latents). :class:`QwenCfgBatcher` turns the pair into
   one batch-2 forward (see its docstring); Z-Image, SD3 and SDXL already batch their CFG, FLUX.1-dev
@@ -77,7 +79,7 @@ class SpeedOptions:
     # (one H100, bench/results-h100-qwen.md, "CFG step" rows); kept as an option for other GPUs/sizes.
     cfg_batch: bool = False
     real_rope: bool = True  # lossless: same fp32 arithmetic as the complex64 RoPE (zaoxiang.engine.fused)
-    cuda_graphs: bool = False  # compile mode "reduce-overhead" for the blocks; off until bench/real_arch.py measures it
+    cuda_graphs: bool = False  # compile mode "reduce-overhead" for the blocks; measured no faster at 1024² (H100)
     fused_rmsnorm: bool = False
     first_block_cache: float | None = None  # threshold (relative L1 of the first block's residual change)
     fp8: bool = False
