@@ -9,9 +9,9 @@ Lossless (default on where the device allows; output equals stock diffusers with
   recompiles: :func:`warm_up` runs each size once at load so no user pays for it.
 - VAE decode: channels-last weights (cuDNN's NHWC convolutions), ``cudnn.benchmark`` (the decode
   shape is fixed per size), and a compiled decoder.
-- ``real_rope``: Z-Image's rotary embedding in real (cos/sin) fp32 arithmetic instead of complex64
-  (:mod:`zaoxiang.engine.fused`): the same fp32 products, but Inductor can fuse it with the q/k norm
-  and the bf16 rounding (it has no complex codegen).
+- ``real_rope``: Z-Image's and Qwen-Image's rotary embedding in real (cos/sin) fp32 arithmetic instead
+  of complex64 (:mod:`zaoxiang.engine.fused`): the same fp32 products, but Inductor can fuse it with
+  the q/k norm and the bf16 rounding (it has no complex codegen).
 - ``cuda_graphs`` (opt-in: measured no faster): the repeated blocks compiled with
   ``mode="reduce-overhead"`` (CUDA graphs). On one H100 at 1024² a forward took 133 / 135 / 95.6 ms
   with them against 131 / 136 / 95.2 without (FLUX / Qwen-Image / Z-Image, bench/results-h100-*.md):
@@ -189,8 +189,9 @@ def apply_speed(pipe: Any, family: str, options: SpeedOptions, device: torch.dev
         from zaoxiang.engine.fused import install_real_rope
 
         n = install_real_rope(denoiser)
-        report.add("real_rope", n > 0, f"{n} attention processors rotate q/k with real fp32 cos/sin (fusable, same arithmetic)"
-                   if n else f"{type(denoiser).__name__} has no complex RoPE to rewrite")
+        model = type(denoiser).__name__
+        report.add("real_rope", n > 0, f"{n} {model} attention processors rotate q/k with real fp32 cos/sin "
+                   "(fusable, same arithmetic)" if n else f"{model} has no complex RoPE to rewrite")
     else:
         report.add("real_rope", False, "not asked for")
 
