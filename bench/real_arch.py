@@ -10,7 +10,7 @@ this order, each measured beside the prediction written in ``PREDICTIONS`` befor
    own deviation from stock eager (one forward on the same captured inputs, final latents): the
    lossless check's second verdict is "zaoxiang within 1.1x of that", beside the pre-set tolerance;
 2. one transformer forward, one change at a time, cumulative: stock eager; + regional compile of
-   the repeated blocks; + each lossless rewrite (Z-Image: real-valued RoPE); ``--profile``:
+   the repeated blocks; + each lossless rewrite (Z-Image, Qwen-Image: real-valued RoPE); ``--profile``:
    ``torch.profiler`` over a few forwards in that state, kernel time by category into the results'
    Profile section; + CUDA graphs;
    Qwen-Image: one true-CFG step on compiled blocks, two sequential batch-1 forwards vs
@@ -89,6 +89,7 @@ class ArchSpec:
     guidance: float  # zaoxiang's request.guidance (family maps it)
     published_params: float  # transformer parameters, for the tests
     extra_runs: tuple[tuple[int, float], ...] = ()  # more (steps, guidance) settings timed end to end
+    real_rope: bool = False  # a complex RoPE that engine/fused.py rewrites: the ladder gets a "+ real RoPE" row
 
 
 REAL: dict[str, ArchSpec] = {
@@ -112,12 +113,14 @@ REAL: dict[str, ArchSpec] = {
              use_exponential_sigmas=False, use_karras_sigmas=False),
         text_len=128, text_dim=3584, pooled_dim=None, steps=4, guidance=1.0, published_params=20.43e9,
         extra_runs=((50, 4.0),),  # the base model's 50 steps with true CFG 4
+        real_rope=True,
     ),
     "zimage": ArchSpec(
         "zimage", "z-image", "ZImagePipeline", "ZImageTransformer2DModel", {},
         "AutoencoderKL", FLUX_VAE,
         dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False),
         text_len=128, text_dim=2560, pooled_dim=None, steps=8, guidance=0.0, published_params=6.15e9,
+        real_rope=True,
     ),
 }
 
@@ -468,6 +471,9 @@ PREDICTIONS: dict[tuple, str] = {
     ("flux", "forward: + CUDA graphs"): "~128 ms (launch gaps between 57 block graphs)",
     ("qwen", "forward: stock eager"): "189 ms (issue, H100)",
     ("qwen", "forward: + regional compile"): "~150 ms, cold ~20-30 s",
+    # written 2026-11-21, before a GPU ran it; base: run 2's 136 ms (H100). Z-Image's same rewrite gave only -2.9 ms
+    ("qwen", "forward: + real RoPE"): ("~132 ms (-3..5 ms: the eager complex multiply, 240 calls, 5.0 ms in the H100 "
+                                       "profile, fused into the q/k norm kernels)"),
     ("qwen", "forward: + CUDA graphs"): "~146 ms",
     ("zimage", "forward: stock eager"): "160 ms (issue, H100)",
     ("zimage", "forward: + regional compile"): "~110 ms, cold ~15-25 s",
@@ -833,7 +839,6 @@ def cfg_pair_rows(result: ModelResult, spec: ArchSpec, args: argparse.Namespace,
 
 def run_model(spec: ArchSpec, args: argparse.Namespace, device: torch.device, dtype: torch.dtype, session: Session,
               result: ModelResult) -> ModelResult:
-    from zaoxiang.engine.fused import install_real_rope
     from zaoxiang.engine.speed import SpeedOptions, SpeedReport, _apply_vae, apply_speed
 
     size, seed, repeats = args.size, args.seed, args.repeats
@@ -922,7 +927,7 @@ def run_model(spec: ArchSpec, args: argparse.Namespace, device: torch.device, dt
 
     # 2. one transformer forward, one change at a time (cumulative)
     ladder: list[tuple[str, dict[str, Any]]] = [("forward: stock eager", {}), ("forward: + regional compile", {})]
-    if spec.family == "z-image":
+    if spec.real_rope:
         ladder.append(("forward: + real RoPE", {"real_rope": True}))
     if args.cuda_graphs:  # last: optional, and its compile mode is not the lossless profile's (yet)
         ladder.append(("forward: + CUDA graphs", {"cuda_graphs": True}))
