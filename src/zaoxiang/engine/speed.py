@@ -110,7 +110,7 @@ def options_for_profile(name: str) -> SpeedOptions:
     """The one mapping from ``EngineSettings.speed`` to options.
 
     "stock": everything off (diffusers as shipped); "lossless": compile of the repeated blocks,
-    Z-Image real-valued RoPE, VAE channels-last/cuDNN/compile (equal to stock within bf16 rounding);
+    Z-Image and Qwen-Image real-valued RoPE, VAE channels-last/cuDNN/compile (equal to stock within bf16 rounding);
     not Qwen's CFG as one batch-2 forward, which measured slower than two sequential forwards
     (``SpeedOptions.cfg_batch``, opt-in); "lossy": lossless + First Block Cache + fp8 matmuls (fp8
     only where the GPU has them). The default is "stock" (docs/performance.md says why).
