@@ -684,7 +684,7 @@ class Session:
             row.ok, row.note = False, f"skipped: time budget {self.args.time_budget_s:.0f} s spent ({self.elapsed():.0f} s)"
             return False
         try:
-            if row.mode in (self.args.fail_row or ()):
+            if {row.mode, f"{row.model}:{row.mode}"} & set(self.args.fail_row or ()):
                 raise RuntimeError(f"injected failure (--fail-row {row.mode!r})")
             fn(row)
             return True
@@ -1421,7 +1421,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="after this many seconds, optional rows (extra settings, profile, tiled 2x, CUDA graphs, lossy) "
                          "are skipped")
     ap.add_argument("--fail-row", action="append", default=[], metavar="MODE",
-                    help="test hook: make the row with this mode raise (checks the fail-soft path)")
+                    help="test hook: make the row with this mode (or MODEL:MODE, one model's) raise (checks the "
+                         "fail-soft path)")
     ap.add_argument("--out", type=Path, default=None, help="results .md (default <out-dir>/results-<gpu>[-<only>].md)")
     ap.add_argument("--out-dir", type=Path, default=None,
                     help="folder for the default results name (default bench/, --tiny: runs/); on the GPU: $OUT, so a "

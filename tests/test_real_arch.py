@@ -13,6 +13,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 FAILING = "forward: + regional compile"
+QWEN_LAST_LADDER = "qwen:forward: + real RoPE"  # one model's row only (MODEL:MODE)
 
 
 def _real_arch():
@@ -43,7 +44,7 @@ def tiny_run(tmp_path_factory):
 def _run_tiny(out: Path) -> int:
     return _real_arch().main(["--tiny", "--only", "zimage", "--only", "qwen", "--lossy", "--stock-compile", "--profile",
                             "--profile-trace", str(out.parent / "trace.json.gz"), "--repeats", "2",
-                            "--fail-row", FAILING, "--out", str(out)])
+                            "--fail-row", FAILING, "--fail-row", QWEN_LAST_LADDER, "--out", str(out)])
 
 
 def _rows(results, key):
@@ -75,6 +76,7 @@ def test_every_row_path_runs_in_order_with_predictions(tiny_run):
     assert rows["forward: + real RoPE"]["note"].startswith("on: real_rope")
     assert all(r["predicted"] for r in results[0]["rows"])  # every Z-Image row has its prediction
     q = _rows(results, "qwen")
+    assert not q["forward: + real RoPE"]["ok"]  # made to fail too: the profile must re-apply the ladder's state
     assert q["stock eager 3"]["e2e_s"] > 0 and q["zaoxiang lossless 3"]["e2e_s"] > 0  # the extra CFG setting
     assert q["zaoxiang + first-block cache 0.08"]["e2e_s"] > 0
     for res in results:  # the lossless checks still hold on the tiny configs
@@ -120,10 +122,11 @@ def test_error_note_is_type_and_first_200_chars():
 
 def test_every_real_ladder_row_has_a_prediction():
     ra = _real_arch()
+    assert {key for key, spec in ra.REAL.items() if spec.real_rope} == {"qwen", "zimage"}
     for key, spec in ra.REAL.items():
         modes = ["stock eager", "zaoxiang lossless", "forward: stock eager", "forward: + regional compile",
                  "forward: + CUDA graphs", "VAE: stock decode", "VAE: + compiled decoder"]
-        modes += ["forward: + real RoPE"] if spec.family == "z-image" else []
+        modes += ["forward: + real RoPE"] if spec.real_rope else []
         for mode in modes:
             assert ra.prediction(key, mode, spec.steps), (key, mode)
 
@@ -183,7 +186,9 @@ def test_profile_section_has_categories_that_sum_to_all_counted_time(tiny_run):
                   if line.startswith("| ") and line.split("|")[1].strip() in cats][:5]
         assert sum(shares) == pytest.approx(100.0, abs=0.5)
     qwen_profile = _rows(results, "qwen")["profile: compiled forward"]
-    assert qwen_profile["ok"] and "re-applied" in qwen_profile["note"]  # its regional-compile row was made to fail
+    assert qwen_profile["ok"] and "re-applied" in qwen_profile["note"]  # its last ladder row was made to fail
+    z_profile = _rows(results, "zimage")["profile: compiled forward"]
+    assert z_profile["ok"] and "re-applied" not in z_profile["note"]  # its last ladder row (real RoPE) finished
 
 
 def test_kernel_categories_of_gpu_kernel_names():
