@@ -8,6 +8,8 @@ import torch
 from zaoxiang.engine.fused import RealQwenRope, install_real_rope, real_rope_installed, uninstall_real_rope
 from zaoxiang.engine.speed import apply_speed, options_for_profile
 
+from tests.compile_support import trace_block
+
 # fp32: the rewrite does the same fp32 products and sums as the complex64 multiply, so only FMA
 # contraction could differ (on CPU the outputs are bit-equal); bf16: the bench's one-forward tolerance.
 FP32_TOL = 1e-6
@@ -121,28 +123,8 @@ def test_compiled_block_graph_has_no_complex_tensor_and_no_graph_break():
     """What the GPU compile will see: one Qwen block traces as one graph (fullgraph) with real tensors only."""
     model, inputs = _model(), _inputs(batch=2, masked=True)
     assert install_real_rope(model) == 2
-    graphs = []
-
-    def backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    block = model.transformer_blocks[0]
-    seen = {}
-    hook = block.register_forward_pre_hook(lambda m, a, k: seen.setdefault("in", (a, k)), with_kwargs=True)
-    _out(model, inputs)
-    hook.remove()
-    args, kwargs = seen["in"]
-    tables = kwargs["image_rotary_emb"]
+    trace = trace_block(model.transformer_blocks[0], lambda: _out(model, inputs))
+    tables = trace.kwargs["image_rotary_emb"]
     assert all(t.dtype == torch.float32 and t.shape[-1] == 2 for t in tables)  # (S, D/2, 2) real
-    torch._dynamo.reset()
-    compiled = torch.compile(block, backend=backend, fullgraph=True, dynamic=False)
-    with torch.no_grad():
-        got = compiled(*args, **kwargs)
-        want = block(*args, **kwargs)
-    torch._dynamo.reset()
-    assert len(graphs) == 1
-    for node in graphs[0].graph.nodes:
-        val = node.meta.get("example_value")
-        assert not (isinstance(val, torch.Tensor) and val.is_complex()), node.format_node()
-    assert all(torch.equal(g, w) for g, w in zip(got, want))
+    assert len(trace.graphs) == 1 and trace.complex_nodes() == []
+    assert all(torch.equal(g, w) for g, w in zip(trace.compiled_out, trace.eager_out))

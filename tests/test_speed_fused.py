@@ -8,6 +8,8 @@ import torch
 from zaoxiang.engine.fused import install_real_rope, real_rope_installed, rotate_real, uninstall_real_rope
 from zaoxiang.engine.speed import SpeedOptions, apply_speed, options_for_profile
 
+from tests.compile_support import trace_block
+
 # Tolerances: fp32 — the rewrite does the same fp32 products and sums as the complex64 multiply, so
 # only FMA contraction can differ (a few ulp); bf16 — the bench's one-forward tolerance (rel L2 1e-2).
 FP32_TOL = 1e-5
@@ -89,30 +91,10 @@ def test_compiled_block_graph_has_no_complex_tensor_and_no_graph_break():
     """What the GPU compile will see: the block traces as one graph (fullgraph) with real tensors only."""
     model, inputs = _model(), _inputs()
     install_real_rope(model)
-    graphs = []
-
-    def backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    block = model.layers[0]
-    seen = {}
-    hook = block.register_forward_pre_hook(lambda m, a, k: seen.setdefault("in", (a, k)), with_kwargs=True)
-    _out(model, inputs)
-    hook.remove()
-    args, kwargs = seen["in"]
-    assert not any(isinstance(a, torch.Tensor) and a.is_complex() for a in args)
-    torch._dynamo.reset()
-    compiled = torch.compile(block, backend=backend, fullgraph=True, dynamic=False)
-    with torch.no_grad():
-        got = compiled(*args, **kwargs)
-        want = block(*args, **kwargs)
-    torch._dynamo.reset()
-    assert len(graphs) == 1
-    for node in graphs[0].graph.nodes:
-        val = node.meta.get("example_value")
-        assert not (isinstance(val, torch.Tensor) and val.is_complex()), node.format_node()
-    assert torch.equal(got, want)
+    trace = trace_block(model.layers[0], lambda: _out(model, inputs))
+    assert not any(isinstance(a, torch.Tensor) and a.is_complex() for a in trace.args)
+    assert len(trace.graphs) == 1 and trace.complex_nodes() == []
+    assert torch.equal(trace.compiled_out, trace.eager_out)
 
 
 def test_profiles_carry_real_rope_only_where_lossless():
