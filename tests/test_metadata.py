@@ -1,3 +1,4 @@
+import dataclasses
 import io
 
 import pytest
@@ -41,3 +42,21 @@ def test_corrupt_file_is_a_clear_error():
     with pytest.raises(InvalidRequest) as info:
         read_metadata(b"\x89PNG\r\n\x1a\nbroken")
     assert info.value.field == "image"
+
+
+def test_stored_file_is_a_function_of_the_job_not_of_the_run():
+    """A retried job must store the same bytes (the store is content-addressed): no encoding time,
+    no wall-clock timings; the job's creation time instead. Files the CLI writes keep their timings."""
+    from zaoxiang.service.worker import encode_for_store
+
+    image = Image.new("RGB", (64, 64), "red")
+    first = result()
+    second = dataclasses.replace(result(), timings=PhaseTimings(total_s=7.5), extras={"timings_extra": {"upscale_s": 2.0}})
+    created_at = 1_700_000_000.0
+    a = encode_for_store(image, first, 0, created_at)
+    assert a == encode_for_store(image, second, 0, created_at)
+    assert a != encode_for_store(image, first, 0, created_at + 60)
+    meta = read_metadata(a)["zaoxiang"]
+    assert meta["created"] == "2023-11-14T22:13:20+00:00"
+    assert "timings" not in meta and "timings_extra" not in meta
+    assert read_metadata(encode_image(image, second, 0, "png"))["zaoxiang"]["timings"]["total_s"] == 7.5

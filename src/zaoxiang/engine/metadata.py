@@ -48,8 +48,17 @@ def a1111_parameters(result: GenerationResult, index: int) -> str:
     return "\n".join(lines)
 
 
-def metadata_json(result: GenerationResult, index: int, created: datetime | None = None) -> dict[str, Any]:
+# What differs between two runs of the same request (wall times), left out of files that must be
+# byte-identical per request (the service's content-addressed store).
+RUN_TIMING_KEYS = ("timings", "timings_extra")
+
+
+def metadata_json(result: GenerationResult, index: int, created: datetime | None = None,
+                  timings: bool = True) -> dict[str, Any]:
     meta = result.metadata()
+    if not timings:
+        for k in RUN_TIMING_KEYS:
+            meta.pop(k, None)
     meta["index"] = index
     meta["seed"] = result.seeds[index]
     meta["generator"] = f"zaoxiang {__version__}"
@@ -57,10 +66,12 @@ def metadata_json(result: GenerationResult, index: int, created: datetime | None
     return meta
 
 
-def encode_image(image: Image.Image, result: GenerationResult, index: int, fmt: str = "png") -> bytes:
-    """Encode one generated image with its metadata embedded."""
+def encode_image(image: Image.Image, result: GenerationResult, index: int, fmt: str = "png",
+                 created: datetime | None = None, timings: bool = True) -> bytes:
+    """Encode one generated image with its metadata embedded. ``created`` (default: now) and
+    ``timings=False`` make the bytes a function of the request alone (see ``RUN_TIMING_KEYS``)."""
     params = a1111_parameters(result, index)
-    meta = json.dumps(metadata_json(result, index), ensure_ascii=False, separators=(",", ":"))
+    meta = json.dumps(metadata_json(result, index, created, timings), ensure_ascii=False, separators=(",", ":"))
     buf = io.BytesIO()
     if fmt == "png":
         info = PngImagePlugin.PngInfo()

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from zaoxiang.engine.metadata import encode_image
@@ -30,9 +31,15 @@ log = logging.getLogger(__name__)
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
-def encode_for_store(image: Any, result: GenerationResult, index: int) -> bytes:
-    """The stored file for one image: the requested format with the metadata embedded."""
-    return encode_image(image, result, index, result.request.output_format)
+def encode_for_store(image: Any, result: GenerationResult, index: int, created_at: float) -> bytes:
+    """The stored file for one image: the requested format with the metadata embedded.
+
+    The store is content-addressed and a retried job (its worker presumed dead) keeps its seed, so a
+    second execution must make the same bytes, or the first attempt's upload is left behind as an
+    object no job names. So the file carries the job's creation time, not the encoding time, and no
+    wall-clock timings (the job record keeps those)."""
+    created = datetime.fromtimestamp(created_at, timezone.utc)
+    return encode_image(image, result, index, result.request.output_format, created=created, timings=False)
 
 
 @dataclass
@@ -202,7 +209,7 @@ class Worker:
         images = self.gate.check_images(list(result.images), result.request, job.id)
         stored: list[StoredImage] = []
         for i, image in enumerate(images):
-            data = encode_for_store(image, result, i)
+            data = encode_for_store(image, result, i, job.created_at)
             stored.append(
                 StoredImage(
                     id=self.store.put(data),
