@@ -1,10 +1,12 @@
-"""What torch.compile will see of one block: shared by the real-RoPE tests of Z-Image and Qwen-Image."""
+"""Shared by the real-RoPE tests of Z-Image and Qwen-Image: what torch.compile will see of one block,
+and that no complex RoPE runs while the rewrite is installed."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import pytest
 import torch
 from torch import nn
 
@@ -48,3 +50,18 @@ def trace_block(block: nn.Module, run_model: Callable[[], Any]) -> BlockTrace:
     finally:
         torch._dynamo.reset()
     return BlockTrace(graphs, args, kwargs, got, want)
+
+
+def check_no_complex_rope(monkeypatch: pytest.MonkeyPatch, model: nn.Module, run_model: Callable[[], torch.Tensor]) -> None:
+    """With the rewrite installed no ``torch.view_as_complex`` runs; after uninstalling, stock's does
+    (so the check can fail)."""
+    from zaoxiang.engine.fused import uninstall_real_rope
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("complex RoPE ran")
+
+    monkeypatch.setattr(torch, "view_as_complex", forbidden)
+    assert torch.isfinite(run_model()).all()
+    uninstall_real_rope(model)
+    with pytest.raises(AssertionError, match="complex RoPE ran"):
+        run_model()

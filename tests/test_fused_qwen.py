@@ -8,7 +8,7 @@ import torch
 from zaoxiang.engine.fused import RealQwenRope, install_real_rope, real_rope_installed, uninstall_real_rope
 from zaoxiang.engine.speed import apply_speed, options_for_profile
 
-from tests.compile_support import trace_block
+from tests.compile_support import check_no_complex_rope, trace_block
 
 # fp32: the rewrite does the same fp32 products and sums as the complex64 multiply, so only FMA
 # contraction could differ (on CPU the outputs are bit-equal); bf16: the bench's one-forward tolerance.
@@ -108,15 +108,7 @@ def test_apply_speed_installs_it_for_qwen_and_no_complex_rope_runs(monkeypatch):
     assert report.applied("real_rope") and real_rope_installed(model)
     reason = next(c.reason for c in report.choices if c.name == "real_rope")
     assert reason.startswith("2 QwenImageTransformer2DModel attention processors"), reason
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("complex RoPE ran")
-
-    monkeypatch.setattr(torch, "view_as_complex", forbidden)
-    assert torch.isfinite(_out(model, inputs)).all()
-    uninstall_real_rope(model)
-    with pytest.raises(AssertionError, match="complex RoPE ran"):
-        _out(model, inputs)
+    check_no_complex_rope(monkeypatch, model, lambda: _out(model, inputs))
 
 
 def test_compiled_block_graph_has_no_complex_tensor_and_no_graph_break():
