@@ -65,3 +65,14 @@ def check_no_complex_rope(monkeypatch: pytest.MonkeyPatch, model: nn.Module, run
     uninstall_real_rope(model)
     with pytest.raises(AssertionError, match="complex RoPE ran"):
         run_model()
+
+
+def signalled_model(cls: type[nn.Module], config: dict[str, Any], dtype: torch.dtype) -> nn.Module:
+    """A tiny diffusers transformer, seeded, with noise on every parameter: diffusers zero-inits some
+    layers, and a wrong RoPE must show in the output."""
+    torch.manual_seed(0)
+    model = cls(**config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.to(dtype)

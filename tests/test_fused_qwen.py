@@ -8,7 +8,7 @@ import torch
 from zaoxiang.engine.fused import RealQwenRope, install_real_rope, real_rope_installed, uninstall_real_rope
 from zaoxiang.engine.speed import apply_speed, options_for_profile
 
-from tests.compile_support import check_no_complex_rope, trace_block
+from tests.compile_support import check_no_complex_rope, signalled_model, trace_block
 
 # fp32: the rewrite does the same fp32 products and sums as the complex64 multiply, so only FMA
 # contraction could differ (on CPU the outputs are bit-equal); bf16: the bench's one-forward tolerance.
@@ -21,12 +21,7 @@ TINY_QWEN = dict(patch_size=2, in_channels=16, out_channels=4, num_layers=2, att
 def _model(dtype: torch.dtype = torch.float32):
     from diffusers import QwenImageTransformer2DModel
 
-    torch.manual_seed(0)
-    model = QwenImageTransformer2DModel(**TINY_QWEN).eval()
-    with torch.no_grad():  # diffusers zero-inits some layers: give every parameter signal so a wrong RoPE shows
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model.to(dtype)
+    return signalled_model(QwenImageTransformer2DModel, TINY_QWEN, dtype)
 
 
 def _inputs(dtype: torch.dtype = torch.float32, batch: int = 1, masked: bool = False):

@@ -8,7 +8,7 @@ import torch
 from zaoxiang.engine.fused import install_real_rope, real_rope_installed, rotate_real, uninstall_real_rope
 from zaoxiang.engine.speed import SpeedOptions, apply_speed, options_for_profile
 
-from tests.compile_support import check_no_complex_rope, trace_block
+from tests.compile_support import check_no_complex_rope, signalled_model, trace_block
 
 # Tolerances: fp32 — the rewrite does the same fp32 products and sums as the complex64 multiply, so
 # only FMA contraction can differ (a few ulp); bf16 — the bench's one-forward tolerance (rel L2 1e-2).
@@ -22,12 +22,7 @@ TINY_Z = dict(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32
 def _model(dtype: torch.dtype = torch.float32):
     from diffusers import ZImageTransformer2DModel
 
-    torch.manual_seed(0)
-    model = ZImageTransformer2DModel(**TINY_Z).eval()
-    with torch.no_grad():  # diffusers zero-inits some layers: give every parameter signal so a wrong RoPE shows
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model.to(dtype)
+    return signalled_model(ZImageTransformer2DModel, TINY_Z, dtype)
 
 
 def _inputs(dtype: torch.dtype = torch.float32):
