@@ -51,6 +51,13 @@ class ColdResult:
 TARGETS_S = {"flux": 30.0}  # issue 9: FLUX.1-dev cold start to first image ≤ 30 s
 
 
+def _on_path() -> None:
+    """bench/ (real_arch's builders) and src/ (the GPU machine runs the tree uninstalled), once."""
+    for folder in (REPO / "src", REPO / "bench"):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+
+
 def fresh_compile_cache(root: Path | None) -> Path:
     """A new empty Inductor + Triton cache, set in the environment before torch compiles anything."""
     cache = Path(tempfile.mkdtemp(prefix="zx-cold-", dir=root))
@@ -62,8 +69,7 @@ def fresh_compile_cache(root: Path | None) -> Path:
 def measure(model: str, tiny: bool, size: int | None, steps: int | None, fresh: bool) -> ColdResult:
     import torch
 
-    sys.path.insert(0, str(REPO / "bench"))
-    sys.path.insert(0, str(REPO / "src"))
+    _on_path()
     import real_arch as ra
     from zaoxiang.engine.speed import SpeedOptions, apply_speed
 
@@ -146,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(cache, ignore_errors=True)
     text = render(result)
     print(text)
-    gpu = "cpu-tiny" if args.tiny else (result.device.lower().replace("nvidia", "").strip().split() or ["gpu"])[0]
+    _on_path()
+    from real_arch import results_tag
+
+    gpu = results_tag(result.device, args.tiny)
     out_dir = args.out_dir or (REPO / ("runs" if args.tiny else "bench"))
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"results-{gpu}-cold-{args.only}"

@@ -334,7 +334,7 @@ def run_bench(args: argparse.Namespace, text_encoder=None, log: Callable[[str], 
         "dtype": str(pipe.policy.dtype).removeprefix("torch."), "seeds": seeds, "n_per_category": args.n_per_category,
         "items": len(items), "images_per_mode": len(jobs), "categories": categories,
         "sign": sign_note,
-        "turbo": turbo_note, "fp8": (fp8_why or "available") if fp8_ok else fp8_why,
+        "turbo": turbo_note, "fp8": fp8_why or "available",  # the reason when skipped; the CPU-reference note when that ran it
         "settings": [{"name": s.name, "steps": s.steps, "guidance": s.guidance} for s in settings],
     }
     for setting in settings:

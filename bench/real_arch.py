@@ -1362,6 +1362,11 @@ def render(results: list[ModelResult], header: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def results_tag(device_name: str, tiny: bool) -> str:
+    """The GPU part of a results file name: "h100" for "NVIDIA H100 80GB HBM3"; "cpu-tiny" for --tiny."""
+    return "cpu-tiny" if tiny else (device_name.lower().replace("nvidia", "").strip().split() or ["gpu"])[0]
+
+
 def write_results(out: Path, results: list[ModelResult], device_name: str, args: argparse.Namespace, elapsed_s: float) -> str:
     text = render(results, header_lines(device_name, args, elapsed_s))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -1442,7 +1447,7 @@ def main(argv: list[str] | None = None) -> int:
     args.size = args.size or (1024 if not args.tiny else 64)
     specs = TINY if args.tiny else REAL
     device_name = torch.cuda.get_device_name(device) if cuda else "cpu"
-    gpu = "cpu-tiny" if args.tiny else (device_name.lower().replace("nvidia", "").strip().split() or ["gpu"])[0]
+    gpu = results_tag(device_name, args.tiny)
     only = args.only or sorted(specs)
     out_dir = args.out_dir or (REPO / ("runs" if args.tiny else "bench"))
     out = args.out or (out_dir / f"results-{gpu}{'-' + '-'.join(only) if args.only else ''}.md")
