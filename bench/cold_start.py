@@ -6,14 +6,17 @@ warm, so its "cold s" column is a lower bound. A user's first image after starti
 the full compile. This script measures exactly that, one model per process:
 
 1. point ``TORCHINDUCTOR_CACHE_DIR`` and ``TRITON_CACHE_DIR`` at a new empty folder (unless
-   ``--keep-cache``), before anything is compiled;
+   ``--keep-cache``), before anything is compiled; with ``--cache-dir DIR`` the folder is DIR,
+   emptied first and kept, so a second run with ``--cache-dir DIR --keep-cache`` measures a
+   restart with the compile cache already on disk;
 2. build the model at its published size with random weights on the GPU (``build s``: not part of
    the cold start: a user's weights are loaded, not built);
 3. ``apply_speed(lossless)`` + the first image at ``--size``: the cold start the issue's target
    (FLUX.1-dev ≤ 30 s after the weights are on the GPU) is about;
-4. the second image: warm end to end, for comparison with real_arch's row.
+4. three more images: warm end to end (median), for comparison with real_arch's row.
 
 Usage (GPU): python bench/cold_start.py --only flux --out-dir "$OUT"     (one model per process)
+       (restart): ... --cache-dir /root/zxc, then ... --cache-dir /root/zxc --keep-cache
        (CPU): python bench/cold_start.py --tiny --only flux              (tiny config, smoke test)
 Prints one table and writes ``results-<gpu>-cold-<model>.md`` and ``.json``.
 """
@@ -43,7 +46,7 @@ class ColdResult:
     fresh_cache: bool
     build_s: float
     cold_s: float  # apply_speed(lossless) + first image, compile included
-    warm_e2e_s: float  # the second image
+    warm_e2e_s: float  # median of the next three images
     speed: str  # the SpeedReport summary: what was applied
     target_s: float | None  # issue 9's cold-start target for this model, where it has one
 
@@ -61,6 +64,13 @@ def _on_path() -> None:
 def fresh_compile_cache(root: Path | None) -> Path:
     """A new empty Inductor + Triton cache, set in the environment before torch compiles anything."""
     cache = Path(tempfile.mkdtemp(prefix="zx-cold-", dir=root))
+    use_compile_cache(cache)
+    return cache
+
+
+def use_compile_cache(cache: Path) -> Path:
+    """Point Inductor and Triton at ``cache`` (created if missing), before torch compiles anything."""
+    cache.mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache / "inductor")
     os.environ["TRITON_CACHE_DIR"] = str(cache / "triton")
     return cache
@@ -96,14 +106,14 @@ def measure(model: str, tiny: bool, size: int | None, steps: int | None, fresh: 
     ra.engine_image(engine, spec, embeds, steps, spec.guidance, size, 0)
     ra.sync(device)
     cold_s = time.perf_counter() - start
-    warm_s, _ = ra.timed(lambda: ra.engine_image(engine, spec, embeds, steps, spec.guidance, size, 0), device, 1)
+    warm_s, _ = ra.timed(lambda: ra.engine_image(engine, spec, embeds, steps, spec.guidance, size, 0), device, 3)
     return ColdResult(model=model, device=device_name, size=size, steps=steps, guidance=spec.guidance, fresh_cache=fresh,
                       build_s=build_s, cold_s=cold_s, warm_e2e_s=warm_s, speed=report.summary(),
                       target_s=None if tiny else TARGETS_S.get(model))
 
 
 def render(r: ColdResult) -> str:
-    cache = "empty Inductor/Triton cache" if r.fresh_cache else "existing compile cache (--keep-cache)"
+    cache = "empty Inductor/Triton cache" if r.fresh_cache else "the compile cache of an earlier run (--keep-cache)"
     if r.target_s is None:
         verdict = "no target"
     elif r.cold_s <= r.target_s:
@@ -114,7 +124,7 @@ def render(r: ColdResult) -> str:
         f"Cold start in a fresh process, {cache}; {r.device}; {r.size}², {r.steps} steps, guidance {r.guidance:g}; "
         "bench/cold_start.py.",
         "",
-        "| model | build s (not counted) | cold s = apply_speed(lossless) + first image | second image s | target |",
+        "| model | build s (not counted) | cold s = apply_speed(lossless) + first image | next images s (median of 3) | target |",
         "|---|---|---|---|---|",
         f"| {r.model} | {r.build_s:.1f} | {r.cold_s:.1f} | {r.warm_e2e_s:.3g} | {verdict} |",
         "",
@@ -131,6 +141,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=None, help="steps (default: the model's)")
     ap.add_argument("--keep-cache", action="store_true", help="use the existing compile cache (a warm-cache comparison)")
     ap.add_argument("--cache-root", type=Path, default=None, help="where the fresh cache folder goes (default: the temp dir)")
+    ap.add_argument("--cache-dir", type=Path, default=None,
+                    help="use this compile-cache folder and keep it (emptied first unless --keep-cache)")
     ap.add_argument("--out-dir", type=Path, default=None, help="results folder (default bench/, --tiny: runs/)")
     args = ap.parse_args(argv)
     if args.size is not None and not 64 <= args.size <= 4096:
@@ -144,12 +156,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     fresh = not args.keep_cache
     # Before torch is imported anywhere in this process: nothing compiled yet can be reused.
-    cache = fresh_compile_cache(args.cache_root) if fresh else None
+    scratch = None
+    if args.cache_dir is not None:
+        if fresh:
+            shutil.rmtree(args.cache_dir, ignore_errors=True)
+        use_compile_cache(args.cache_dir)  # kept for a --keep-cache run after this one
+    elif fresh:
+        scratch = fresh_compile_cache(args.cache_root)
     try:
         result = measure(args.only, args.tiny, args.size, args.steps, fresh)
     finally:
-        if cache is not None:  # scratch: a compile cache nobody will reuse
-            shutil.rmtree(cache, ignore_errors=True)
+        if scratch is not None:  # a compile cache nobody will reuse
+            shutil.rmtree(scratch, ignore_errors=True)
     text = render(result)
     print(text)
     _on_path()
@@ -158,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     gpu = results_tag(result.device, args.tiny)
     out_dir = args.out_dir or (REPO / ("runs" if args.tiny else "bench"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"results-{gpu}-cold-{args.only}"
+    stem = out_dir / f"results-{gpu}-cold-{args.only}{'' if fresh else '-warmcache'}"
     stem.with_suffix(".md").write_text(text)
     stem.with_suffix(".json").write_text(json.dumps(asdict(result), indent=2) + "\n")
     print(f"wrote {stem}.md")

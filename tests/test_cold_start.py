@@ -58,3 +58,21 @@ def test_unknown_model_is_refused_by_name(cold, monkeypatch):
     monkeypatch.setenv("TRITON_CACHE_DIR", "unchanged")
     with pytest.raises(SystemExit, match="unknown model 'sdxl'"):
         cold.measure("sdxl", tiny=True, size=None, steps=None, fresh=True)
+
+
+def test_cache_dir_is_emptied_kept_and_reused_with_keep_cache(cold, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "unchanged")
+    monkeypatch.setenv("TRITON_CACHE_DIR", "unchanged")
+    cache = tmp_path / "zxc"
+    (cache / "inductor").mkdir(parents=True)
+    (cache / "inductor" / "stale").write_text("from an earlier run")
+    args = ["--tiny", "--only", "zimage", "--out-dir", str(tmp_path), "--cache-dir", str(cache)]
+    assert cold.main(args) == 0
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache / "inductor")
+    assert cache.is_dir() and not (cache / "inductor" / "stale").exists()  # emptied first, then kept
+    (cache / "marker").write_text("kept")
+    assert cold.main(args + ["--keep-cache"]) == 0
+    assert (cache / "marker").exists()  # --keep-cache reuses it as it is
+    data = json.loads((tmp_path / "results-cpu-tiny-cold-zimage-warmcache.json").read_text())
+    assert data["fresh_cache"] is False
+    assert "compile cache of an earlier run" in (tmp_path / "results-cpu-tiny-cold-zimage-warmcache.md").read_text()
