@@ -236,3 +236,43 @@ def test_init_from_weights_widens_to_input_word_rows(trained_ae, batch, tmp_path
                       autoencoder=ae)
     with pytest.raises(ValueError, match="differs"):
         narrow2.init_from_weights(tmp_path / "wide-weights")
+
+
+def test_lr_factor_warms_up_holds_then_decays_to_zero():
+    from zaoxiang.training.trainer import lr_factor
+
+    factors = [lr_factor(s, warmup=2, steps=10, cooldown=4) for s in range(11)]
+    assert factors[:2] == [0.5, 1.0] and factors[2:6] == [1.0] * 4
+    assert factors[6:] == [1.0, 0.75, 0.5, 0.25, 0.0]  # linear over the last 4 of 10 steps
+    assert [lr_factor(s, warmup=2, steps=10, cooldown=0) for s in range(11)][2:] == [1.0] * 9
+
+
+def test_cooldown_ends_a_run_at_a_small_rate_and_a_resume_follows_it(tmp_path, batch):
+    tr = Trainer(_cfg("ae", tmp_path / "a", 8, cooldown=4, stats_batches=1), preset("tiny"), RepeatBatch(batch))
+    tr.train()
+    lrs = [json.loads(x)["lr"] for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert max(lrs) == pytest.approx(2e-3)
+    assert lrs[-4:] == sorted(lrs[-4:], reverse=True) and lrs[-1] <= 2e-3 / 4 + 1e-12  # decayed, not constant
+    assert tr.optimizer.param_groups[0]["lr"] == 0.0
+
+    # A run stopped early and resumed with a cooldown set takes up the new schedule at its step.
+    Trainer(_cfg("ae", tmp_path / "b", 5, stats_batches=1), preset("tiny"), RepeatBatch(batch)).train()
+    resumed = Trainer(_cfg("ae", tmp_path / "b", 8, cooldown=4, stats_batches=1), preset("tiny"), RepeatBatch(batch))
+    assert resumed.resume() and resumed.step == 5
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(2e-3 * 3 / 4)  # lr_factor(5, 2, 8, 4)
+
+
+@pytest.mark.parametrize("cooldown", [-1, 9])
+def test_a_cooldown_outside_the_run_is_refused_by_name(tmp_path, cooldown):
+    with pytest.raises(ValueError, match=r"cooldown must be between 0 and steps \(8\)"):
+        _cfg("ae", tmp_path, 8, cooldown=cooldown)
+
+
+@pytest.mark.parametrize("stage", ["ae", "turbo"])
+def test_the_cli_refuses_a_cooldown_longer_than_the_run_without_a_traceback(tmp_path, stage):
+    from zaoxiang.cli.train import main
+
+    argv = ["--preset", "tiny", "--stage", stage, "--steps", "3", "--cooldown", "5", "--pack", "synthetic",
+            "--out", str(tmp_path), "--device", "cpu", "--base", str(tmp_path / "unused")]
+    with pytest.raises(SystemExit, match=r"^zaoxiang train: cooldown must be between 0 and steps \(3\), got 5$"):
+        main(argv)

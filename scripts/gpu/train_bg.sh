@@ -16,6 +16,8 @@
 #   AE_GPUS    the ae stage's GPUs, when they differ (e.g. one GPU still busy with a benchmark) [GPUS]
 #   NPROC      processes (one per GPU)                             [number of GPUS, else 1]
 #   AE_STEPS / DIT_STEPS / TURBO_STEPS   total steps per stage (resume counts) [6000 / 40000 / 3000]
+#   DIT_COOLDOWN / TURBO_COOLDOWN  learning rate falls linearly to zero over the last N steps of the
+#              stage (zaoxiang train --cooldown; the stage must then end at its step count) [0 / 0]
 #   AE         autoencoder for the dit stage: run dir or weights folder [$RUN/ae]
 #   INIT_FROM  dit: exported weights to start from when no checkpoint exists []
 #   BASE       turbo: base weights folder  [$RUN/weights for all, else /root/stage/weights]
@@ -30,6 +32,7 @@ RUN="${RUN:-/root/run}"; PACK="${PACK:-/root/stage/pack}"; PRESET="${PRESET:-bas
 TEXT_ENCODER="${TEXT_ENCODER:-/root/stage/e5-small-q4.bin}"
 AE_STEPS="${AE_STEPS:-6000}"; DIT_STEPS="${DIT_STEPS:-40000}"; AE="${AE:-$RUN/ae}"
 TURBO_STEPS="${TURBO_STEPS:-3000}"; KEEP_EVERY="${KEEP_EVERY:-2000}"
+DIT_COOLDOWN="${DIT_COOLDOWN:-0}"; TURBO_COOLDOWN="${TURBO_COOLDOWN:-0}"
 if [ "$stage" = all ] || [ "$stage" = continue ]; then BASE="${BASE:-$RUN/weights}"; else BASE="${BASE:-/root/stage/weights}"; fi
 # NVLink multicast stays off on shared hosts (the machine sets these; keep them for child processes).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -53,8 +56,8 @@ init_arg=(); [ -n "${INIT_FROM:-}" ] && init_arg=(--init-from "$INIT_FROM")
 common="--preset $PRESET --pack $PACK --resume --no-progress --log-every 50"
 train="$(launcher "${GPUS:-}") $common"
 ae_cmd="$(launcher "${AE_GPUS:-${GPUS:-}}") $common --stage ae --steps $AE_STEPS --out $RUN/ae --sample-every 1000 --ckpt-every 1000 $*"
-dit_cmd="$train --stage dit --steps $DIT_STEPS --out $RUN/dit --ae $AE ${te_arg[*]} ${init_arg[*]} --sample-every 2000 --ckpt-every 1000 --keep-every $KEEP_EVERY $*"
-turbo_cmd="$train --stage turbo --steps $TURBO_STEPS --out $RUN/turbo --base $BASE ${te_arg[*]} --sample-every 500 --ckpt-every 250 $*"
+dit_cmd="$train --stage dit --steps $DIT_STEPS --out $RUN/dit --ae $AE ${te_arg[*]} ${init_arg[*]} --sample-every 2000 --ckpt-every 1000 --keep-every $KEEP_EVERY --cooldown $DIT_COOLDOWN $*"
+turbo_cmd="$train --stage turbo --steps $TURBO_STEPS --out $RUN/turbo --base $BASE ${te_arg[*]} --sample-every 500 --ckpt-every 250 --cooldown $TURBO_COOLDOWN $*"
 case "$stage" in
   ae) cmd="$ae_cmd" ;;
   dit) cmd="$dit_cmd" ;;

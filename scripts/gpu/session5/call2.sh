@@ -5,6 +5,8 @@
 # it dies before its first log line it is restarted uncompiled without the worker. The call sleeps
 # until CALL_S seconds after it started (the per-call limit is 600 s), sampling GPU use and the
 # ranks' CPU use on the way, so the next call can say what bounds the step now.
+# DIT_STEPS [1000000: until stopped] and DIT_COOLDOWN [0] pass through to train_bg.sh: with a
+# cooldown the transformer ends at DIT_STEPS by itself, the chain exports it and starts the LoRA.
 set -x
 t0=$SECONDS; CALL_S="${CALL_S:-570}"
 STAGE_B="${STAGE_B:-.stage5b}"
@@ -12,7 +14,7 @@ cp "$STAGE_B"/pack.zip "$STAGE_B"/e5-subset.safetensors /root/stage/
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 RUN=/root/run PACK=/root/stage/pack.zip TEXT_ENCODER=/root/stage/e5-subset.safetensors
 n=$(nvidia-smi -L | wc -l); gpus=$(seq -s, 0 $((n - 1)))
 start() {
-  AE=/root/stage/weights INIT_FROM=/root/stage/weights GPUS=$gpus DIT_STEPS=1000000 TURBO_STEPS=100000 KEEP_EVERY=2000 \
+  AE=/root/stage/weights INIT_FROM=/root/stage/weights GPUS=$gpus DIT_STEPS="${DIT_STEPS:-1000000}" DIT_COOLDOWN="${DIT_COOLDOWN:-0}" TURBO_STEPS=100000 KEEP_EVERY=2000 \
     bash scripts/gpu/train_bg.sh continue "$@"
 }
 start

@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--cooldown", type=int, default=None,
+                   help="linear learning-rate decay to zero over the last N of --steps (default 0: constant)")
     p.add_argument("--ema-decay", type=float, default=None)
     p.add_argument("--caption-dropout", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
@@ -114,10 +116,13 @@ def run_base(args: argparse.Namespace, device, ctx) -> int:
         args.progress = False
     overrides = {
         k: getattr(args, k)
-        for k in ("batch_size", "lr", "warmup", "ema_decay", "caption_dropout", "seed", "log_every",
+        for k in ("batch_size", "lr", "warmup", "cooldown", "ema_decay", "caption_dropout", "seed", "log_every",
                   "ckpt_every", "sample_every", "keep_every", "compile", "progress")
     }
-    cfg, model_config = make_config(args.stage, args.preset, args.out, args.steps, device, **overrides)
+    try:
+        cfg, model_config = make_config(args.stage, args.preset, args.out, args.steps, device, **overrides)
+    except ValueError as exc:  # a setting out of range: name it, no traceback
+        raise SystemExit(f"zaoxiang train: {exc}") from None
 
     text_encoder = autoencoder = None
     if cfg.stage == "dit":
@@ -190,11 +195,14 @@ def run_turbo(args: argparse.Namespace, device, ctx) -> int:
         args.progress = False
     overrides = {
         k: getattr(args, k)
-        for k in ("batch_size", "lr", "warmup", "ema_decay", "seed", "log_every", "ckpt_every", "sample_every",
+        for k in ("batch_size", "lr", "warmup", "cooldown", "ema_decay", "seed", "log_every", "ckpt_every", "sample_every",
                   "keep_every", "compile", "progress", "rank", "teacher_guidance", "teacher_substeps")
     }
-    cfg = DistillConfig(out=args.out, base=args.base, steps=args.steps, **suggested(device))
-    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        cfg = DistillConfig(out=args.out, base=args.base, steps=args.steps, **suggested(device))
+        cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:  # a setting out of range: name it, no traceback
+        raise SystemExit(f"zaoxiang train: {exc}") from None
     te_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     from zaoxiang.model.serialization import load_weights
 

@@ -62,9 +62,11 @@ from zaoxiang.training.trainer import (
     amp_dtype_for,
     autocast_for,
     batch_images,
+    check_cooldown,
     check_text_features,
     encode_captions,
     image_grid,
+    load_scheduler_state,
 )
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class DistillConfig:
     batch_size: int = 8
     lr: float = 2e-4
     warmup: int = 100
+    cooldown: int = 0  # steps of linear decay to zero at the end (trainer.lr_factor)
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0
@@ -109,6 +112,7 @@ class DistillConfig:
             raise ValueError(f"steps must be ≥ 0 and batch_size ≥ 1, got {self.steps} and {self.batch_size}")
         if self.rank < 1:
             raise ValueError(f"rank must be ≥ 1, got {self.rank}")
+        check_cooldown(self.cooldown, self.steps)
         if not 1 <= self.student_steps <= 64:
             raise ValueError(f"student_steps must be in [1, 64], got {self.student_steps}")
         if not 1 <= self.teacher_substeps <= 64:
@@ -242,7 +246,8 @@ class TurboDistiller:
         self.ema = EMA(self.model, cfg.ema_decay)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer, self.scheduler = adamw_with_warmup(
-            params, cfg.lr, cfg.betas, cfg.weight_decay, cfg.warmup, self.device
+            params, cfg.lr, cfg.betas, cfg.weight_decay, cfg.warmup, self.device,
+            steps=cfg.steps, cooldown=cfg.cooldown,
         )
         on_cuda = self.device.type == "cuda"
         self.forward_teacher = torch.compile(self.teacher) if (cfg.compile or (cfg.compile is None and on_cuda)) else self.teacher
@@ -424,7 +429,7 @@ class TurboDistiller:
         load_lora_state(self.ema.module, ckpt["ema"]["lora"])
         self.ema.decay, self.ema.updates = ckpt["ema"]["decay"], ckpt["ema"]["updates"]
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        load_scheduler_state(self.optimizer, self.scheduler, ckpt["scheduler"])
         self.gen.set_state(ckpt["generator"])
         set_rng_state(ckpt["rng"])
         self.step = int(ckpt["step"])

@@ -64,6 +64,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 3e-4
     warmup: int = 500
+    cooldown: int = 0  # steps of linear decay to zero at the end (lr_factor); 0: constant after warm-up
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0
@@ -91,6 +92,7 @@ class TrainConfig:
             raise ValueError("steps must be ≥ 0 and batch_size ≥ 1")
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError("caption_dropout must be in [0, 1)")
+        check_cooldown(self.cooldown, self.steps)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,18 @@ def suggested(stage: Stage, device: torch.device) -> dict[str, Any]:
         d = GpuDefaults()
         return {"batch_size": d.batch_size[stage], "lr": d.lr[stage]}
     return {"batch_size": 8, "lr": 3e-4 if stage == "dit" else 2e-4}
+
+
+def load_scheduler_state(optimizer, scheduler, state: dict) -> None:
+    """Restore a LambdaLR's step count, then set each group's rate from *this* run's schedule.
+
+    ``load_state_dict`` alone leaves the checkpoint's rate in the optimizer until the next
+    ``scheduler.step()``, so a run resumed with a new ``cooldown`` would take its first step at
+    the old rate.
+    """
+    scheduler.load_state_dict(state)
+    for group, base_lr, fn in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base_lr * fn(scheduler.last_epoch)
 
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -127,10 +141,35 @@ def autocast_for(device: torch.device, amp_dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=amp_dtype)
 
 
-def adamw_with_warmup(params, lr: float, betas, weight_decay: float, warmup: int, device: torch.device):
-    """AdamW (fused on CUDA) and a linear warm-up to ``lr`` over ``warmup`` steps, then constant."""
+def lr_factor(step: int, warmup: int, steps: int, cooldown: int) -> float:
+    """The learning rate at ``step`` (0-based) as a share of the peak: warm-up, stable, decay.
+
+    A linear warm-up over ``warmup`` steps, then constant; with ``cooldown`` > 0 it falls linearly
+    to zero over the last ``cooldown`` of ``steps`` (the "warmup-stable-decay" schedule). The decay
+    is why: at a constant rate the evaluation flattened (run 7, bench/quality.md) while the loss
+    still carried step-to-step noise that only a smaller rate averages out; a short final decay
+    recovers most of what a cosine schedule gives without fixing the run length up front.
+    """
+    factor = min(1.0, (step + 1) / max(1, warmup))
+    if cooldown > 0 and step >= steps - cooldown:
+        factor *= max(0.0, (steps - step) / cooldown)
+    return factor
+
+
+def check_cooldown(cooldown: int, steps: int) -> None:
+    """ValueError naming the field and its limit unless 0 ≤ cooldown ≤ steps."""
+    if not 0 <= cooldown <= steps:
+        raise ValueError(f"cooldown must be between 0 and steps ({steps}), got {cooldown}")
+
+
+def adamw_with_warmup(params, lr: float, betas, weight_decay: float, warmup: int, device: torch.device,
+                      steps: int = 0, cooldown: int = 0):
+    """AdamW (fused on CUDA) and the ``lr_factor`` schedule: warm-up to ``lr``, constant, then
+    (``cooldown`` > 0) a linear decay to zero at ``steps``."""
+    check_cooldown(cooldown, steps)
     optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=device.type == "cuda")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+        lr_factor, warmup=warmup, steps=steps, cooldown=cooldown))
     return optimizer, scheduler
 
 
@@ -207,7 +246,8 @@ class Trainer:
             self.text_encoder = text_encoder
         self.ema = EMA(self.model, cfg.ema_decay)
         self.optimizer, self.scheduler = adamw_with_warmup(
-            self.model.parameters(), cfg.lr, cfg.betas, cfg.weight_decay, cfg.warmup, self.device
+            self.model.parameters(), cfg.lr, cfg.betas, cfg.weight_decay, cfg.warmup, self.device,
+            steps=cfg.steps, cooldown=cfg.cooldown,
         )
         use_compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
         self.forward_model = torch.compile(self.model) if use_compile else self.model
@@ -434,7 +474,7 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.ema.load_state_dict(ckpt["ema"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        load_scheduler_state(self.optimizer, self.scheduler, ckpt["scheduler"])
         self.gen.set_state(ckpt["generator"])
         set_rng_state(ckpt["rng"])
         self.step = int(ckpt["step"])
