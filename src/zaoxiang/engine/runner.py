@@ -25,7 +25,7 @@ from zaoxiang.engine.pipelines.base import LoadedPipeline, PhaseTimer, RunContex
 from zaoxiang.engine.precision import PrecisionPolicy, resolve_device
 from zaoxiang.engine.previews import PreviewThrottle
 from zaoxiang.engine.registry import ModelEntry, ModelRegistry
-from zaoxiang.engine.speed import profile_cache_suffix
+from zaoxiang.engine.speed import profile_cache_suffix, use_compile_cache, warm_up
 from zaoxiang.errors import Cancelled, InvalidRequest, ModelLoadError, ZaoxiangError
 from zaoxiang.protocol import GenerationRequest, GenerationResult, Limits, ModelIdentity, ProgressEvent
 from zaoxiang.settings import EngineSettings
@@ -38,6 +38,8 @@ InputsFn = Callable[[str], bytes]  # content key of a stored edit input -> its b
 
 # Random seeds stay below 2**32 so every client (JavaScript included) can show them exactly.
 RANDOM_SEED_LIMIT = 2**32
+# Warm-up runs this many steps per size: the compiled graphs do not depend on the step count.
+WARM_UP_STEPS = 2
 
 
 def default_loader(entry: ModelEntry, policy: PrecisionPolicy, settings: EngineSettings) -> LoadedPipeline:
@@ -89,16 +91,52 @@ class Runner:
             if self.policy.device.type == "cuda":
                 torch.cuda.empty_cache()
         start = time.perf_counter()
+        if self.settings.speed != "stock":  # the profiles that compile: cache it where restarts find it
+            use_compile_cache(self.settings.compile_cache_dir)
         try:
             pipe = self._loader(entry, self.policy, self.settings)
         except ZaoxiangError:
             raise
         except Exception as exc:  # a broken folder must not take the process down
             raise ModelLoadError(f"could not load model {entry.name!r} from {entry.path}: {exc}", field="model") from exc
+        if pipe.compiled and self.settings.warm_up_sizes:
+            self._warm_up(entry, pipe)
         load_s = time.perf_counter() - start
         log.info("loaded %s (%s) on %s in %.2fs", entry.name, entry.family, self.policy.device, load_s)
         self._warm[entry.name] = (pipe, load_s)
         return pipe, load_s
+
+    def _warm_up(self, entry: ModelEntry, pipe: LoadedPipeline) -> dict[tuple[int, int], float]:
+        """One short run per ``engine.warm_up_sizes`` entry, so compiling a size happens now.
+
+        A size the model refuses (e.g. not a multiple of its patch) is logged and skipped: the
+        model still serves, and a request at that size gets the model's own error.
+        """
+        sizes = [(pipe.defaults.width, pipe.defaults.height) if size == "default" else
+                 tuple(int(v) for v in size.split("x")) for size in self.settings.warm_up_sizes]
+
+        def run_once(width: int, height: int) -> None:
+            request = GenerationRequest(prompt="warm-up", model=entry.name, width=width, height=height,
+                                        steps=WARM_UP_STEPS, seed=0)
+            try:
+                resolved = self.resolve(request, pipe)
+                pipe.generate(self._context(resolved, lambda i, total, latents: None))
+            except ZaoxiangError as exc:
+                log.warning("warm-up of %s at %dx%d skipped: %s", entry.name, width, height, exc)
+
+        return warm_up(run_once, dict.fromkeys(sizes))  # each size once, in order
+
+    def _context(self, resolved: GenerationRequest, step, inputs: InputsFn | None = None) -> RunContext:
+        return RunContext(
+            request=resolved,
+            seeds=[resolved.seed + i for i in range(resolved.n)],
+            step=step,
+            precision=self.policy,
+            timer=PhaseTimer(self.policy.device),
+            memory_mode=self.settings.memory_mode,
+            vae_tiling_pixels=self.settings.vae_tiling_pixels,
+            inputs=inputs,
+        )
 
     @property
     def cache_dtype(self) -> str:
@@ -177,17 +215,8 @@ class Runner:
                         preview = throttle.timed(lambda: _png(pipe.preview(latents)))
                     on_progress(ProgressEvent(step=i, total=total, preview=preview))
 
-            timer = PhaseTimer(self.policy.device)
-            ctx = RunContext(
-                request=resolved,
-                seeds=seeds,
-                step=step,
-                precision=self.policy,
-                timer=timer,
-                memory_mode=self.settings.memory_mode,
-                vae_tiling_pixels=self.settings.vae_tiling_pixels,
-                inputs=inputs,
-            )
+            ctx = self._context(resolved, step, inputs)
+            timer = ctx.timer
             adapters = self.loras.activate(resolved.loras, entry.path, entry.name)
             with applied_loras(pipe, adapters):  # the base model is restored however the run ends
                 images = pipe.generate(ctx)

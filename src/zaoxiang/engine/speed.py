@@ -6,7 +6,9 @@ Lossless (default on where the device allows; output equals stock diffusers with
   (diffusers' ``compile_repeated_blocks``; FLUX, Qwen-Image and Z-Image all declare
   ``_repeated_blocks``), ``fullgraph=True, dynamic=False``: one block class is traced once and
   reused by every instance, so cold start is the cost of 1-2 blocks, not of 57. A new image size
-  recompiles: :func:`warm_up` runs each size once at load so no user pays for it.
+  recompiles: the runner warms each newly loaded pipeline up at ``engine.warm_up_sizes`` through
+  :func:`warm_up`, so no request pays for it, and :func:`use_compile_cache` keeps the compiled
+  kernels in the data folder so a restarted process mostly loads them instead of compiling.
 - VAE decode: channels-last weights (cuDNN's NHWC convolutions), ``cudnn.benchmark`` (the decode
   shape is fixed per size), and a compiled decoder.
 - ``real_rope``: Z-Image's and Qwen-Image's rotary embedding in real (cos/sin) fp32 arithmetic instead
@@ -47,8 +49,10 @@ Every choice is logged with its reason and returned in a :class:`SpeedReport`.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
 import torch
@@ -290,6 +294,21 @@ def compile_blocks(model: nn.Module, fullgraph: bool = True, mode: str | None = 
     if n == 0:
         raise ValueError(f"{type(model).__name__} has no repeated blocks to compile")
     return f"torch.compile on {n} blocks"
+
+
+def use_compile_cache(folder: Path | None) -> str | None:
+    """Point Inductor (and Triton) at ``folder`` unless the environment already names a cache.
+
+    Call before anything compiles: Inductor reads ``TORCHINDUCTOR_CACHE_DIR`` when it first needs
+    its cache (and then sets the variable to its default, /tmp/torchinductor_<user>, which a
+    container loses on restart). Environment variables are the only interface the compilers have
+    for this. Returns the Inductor cache folder in effect (None: Inductor's default, not yet chosen).
+    """
+    if folder is not None and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "inductor")
+        os.environ.setdefault("TRITON_CACHE_DIR", str(folder / "triton"))
+    return os.environ.get("TORCHINDUCTOR_CACHE_DIR")
 
 
 def warm_up(run_once: Callable[[int, int], Any], sizes: Iterable[tuple[int, int]]) -> dict[tuple[int, int], float]:

@@ -80,6 +80,9 @@ class LoadedPipeline(ABC):
     defaults: ModelDefaults
     # Edit modes (img2img / inpaint / outpaint) this pipeline runs; the runner refuses the others.
     edit_modes: frozenset[str] = frozenset()
+    # True when loading compiled graphs that a new image size recompiles (the runner then warms
+    # the pipeline up at engine.warm_up_sizes).
+    compiled: bool = False
 
     def validate(self, request: GenerationRequest) -> None:
         """Family-specific checks beyond the global ones (raise InvalidRequest naming the field)."""

@@ -96,6 +96,10 @@ class DiffusersPipeline(LoadedPipeline):
 
     # -- checks -----------------------------------------------------------------------------------
 
+    @property
+    def compiled(self) -> bool:  # type: ignore[override]
+        return self.speed is not None and (self.speed.applied("compile_blocks") or self.speed.applied("compile_vae"))
+
     def validate(self, request: GenerationRequest) -> None:
         self.spec.check_size(self.pipe, request)
         if request.edit is not None and request.edit.mode != "img2img" and self.spec.family == "sd3":
