@@ -6,10 +6,9 @@ object down. Nested groups use ``__`` in the environment, e.g. ``ZAOXIANG_LIMITS
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
-
-import re
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict

@@ -106,7 +106,7 @@ class Runner:
         self._warm[entry.name] = (pipe, load_s)
         return pipe, load_s
 
-    def _warm_up(self, entry: ModelEntry, pipe: LoadedPipeline) -> dict[tuple[int, int], float]:
+    def _warm_up(self, entry: ModelEntry, pipe: LoadedPipeline) -> None:
         """One short run per ``engine.warm_up_sizes`` entry, so compiling a size happens now.
 
         A size the model refuses (e.g. not a multiple of its patch) is logged and skipped: the
@@ -124,7 +124,7 @@ class Runner:
             except ZaoxiangError as exc:
                 log.warning("warm-up of %s at %dx%d skipped: %s", entry.name, width, height, exc)
 
-        return warm_up(run_once, dict.fromkeys(sizes))  # each size once, in order
+        warm_up(run_once, dict.fromkeys(sizes))  # each size once, in order; logs the seconds per size
 
     def _context(self, resolved: GenerationRequest, step, inputs: InputsFn | None = None) -> RunContext:
         return RunContext(
