@@ -24,6 +24,7 @@ from zaoxiang.model.autoencoder import Autoencoder
 from zaoxiang.model.config import ModelConfig
 from zaoxiang.model.editing import EDIT_MODES, encode_text, generate_edit
 from zaoxiang.model.mmdit import MMDiT
+from zaoxiang.model.preview import PREVIEW_SIDE, LinearPreview
 from zaoxiang.model.sampler import denoise
 from zaoxiang.model.serialization import default_weights_dir, has_weights, load_weights, weights_revision
 from zaoxiang.protocol import GenerationRequest, ModelIdentity
@@ -43,8 +44,10 @@ class BuiltinPipeline(LoadedPipeline):
         text_encoder,  # E5TextEncoder or anything with encode(texts, max_length) -> (hidden, mask)
         policy: PrecisionPolicy,
         identity: ModelIdentity,
+        linear_preview: LinearPreview | None = None,  # fitted latents -> RGB map; None: previews decode
     ) -> None:
         self.config = config
+        self.linear_preview = linear_preview
         self.policy = policy
         self.identity = identity
         self.transformer = transformer.to(policy.device, policy.dtype).eval().requires_grad_(False)
@@ -79,7 +82,8 @@ class BuiltinPipeline(LoadedPipeline):
             text_encoder = E5TextEncoder.load(text_encoder_path, device=policy.device, dtype=policy.dtype)
         text_encoder = text_encoder.with_features(config.transformer.text_features)
         identity = ModelIdentity(name=name, family=FAMILY, revision=weights_revision(folder), source="builtin")
-        return cls(config, transformer, autoencoder, text_encoder, policy, identity)
+        linear_preview = LinearPreview.load(folder, a_sd, config.autoencoder.latent_channels)
+        return cls(config, transformer, autoencoder, text_encoder, policy, identity, linear_preview)
 
     # -- engine interface ------------------------------------------------------------------------
 
@@ -189,11 +193,14 @@ class BuiltinPipeline(LoadedPipeline):
 
     @torch.no_grad()
     def preview(self, latents: torch.Tensor) -> Image.Image | None:
-        """The first image's current latents decoded and shrunk to 128 px."""
+        """The first image's current latents at 128 px: through the fitted linear map when the
+        weights folder has one (a small matmul), else decoded by the autoencoder."""
         if latents is None:
             return None
+        if self.linear_preview is not None:
+            return self.linear_preview(latents)
         image = self.autoencoder.decode_latents(latents[:1].to(self.policy.device, self.policy.dtype)).float()
-        return to_pil(image)[0].resize((128, 128), Image.Resampling.BILINEAR)
+        return to_pil(image)[0].resize((PREVIEW_SIDE, PREVIEW_SIDE), Image.Resampling.BILINEAR)
 
     def unload(self) -> None:
         self.transformer = self.autoencoder = self.text_encoder = self._fp32_autoencoder = None  # type: ignore[assignment]
