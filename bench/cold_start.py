@@ -69,10 +69,15 @@ def fresh_compile_cache(root: Path | None) -> Path:
 
 
 def use_compile_cache(cache: Path) -> Path:
-    """Point Inductor and Triton at ``cache`` (created if missing), before torch compiles anything."""
-    cache.mkdir(parents=True, exist_ok=True)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache / "inductor")
-    os.environ["TRITON_CACHE_DIR"] = str(cache / "triton")
+    """Point Inductor and Triton at ``cache`` (created if missing), before torch compiles anything:
+    the engine's ``use_compile_cache``, after clearing any cache the environment names (the engine
+    defers to one; a cold-start measurement must not)."""
+    _on_path()
+    from zaoxiang.engine.speed import use_compile_cache as engine_use_compile_cache
+
+    os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    os.environ.pop("TRITON_CACHE_DIR", None)
+    engine_use_compile_cache(cache)
     return cache
 
 
@@ -155,7 +160,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     fresh = not args.keep_cache
-    # Before torch is imported anywhere in this process: nothing compiled yet can be reused.
+    # Before anything compiles (Inductor and Triton read their cache folder when first needed).
     scratch = None
     if args.cache_dir is not None:
         if fresh:
