@@ -17,6 +17,7 @@ the full compile. This script measures exactly that, one model per process:
 
 Usage (GPU): python bench/cold_start.py --only flux --out-dir "$OUT"     (one model per process)
        (restart): ... --cache-dir /root/zxc, then ... --cache-dir /root/zxc --keep-cache
+       (one switch off): ... --set compile_vae=off --set vae_channels_last=off
        (CPU): python bench/cold_start.py --tiny --only flux              (tiny config, smoke test)
 Prints one table and writes ``results-<gpu>-cold-<model>.md`` and ``.json``.
 """
@@ -81,7 +82,27 @@ def use_compile_cache(cache: Path) -> Path:
     return cache
 
 
-def measure(model: str, tiny: bool, size: int | None, steps: int | None, fresh: bool) -> ColdResult:
+def parse_overrides(pairs: list[str]) -> dict[str, bool]:
+    """``["compile_vae=off", ...]`` -> SpeedOptions overrides of the lossless profile. Only the
+    on/off options: the question this answers is which of the profile's compiles a first start pays for."""
+    from dataclasses import fields
+
+    from zaoxiang.engine.speed import SpeedOptions
+
+    switches = {f.name for f in fields(SpeedOptions) if f.type in ("bool", bool)}
+    out: dict[str, bool] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in switches:
+            raise SystemExit(f"--set: expected KEY=on|off with KEY one of {', '.join(sorted(switches))}, got {pair!r}")
+        if value not in ("on", "off"):
+            raise SystemExit(f"--set {key}: the value must be 'on' or 'off', got {value!r}")
+        out[key] = value == "on"
+    return out
+
+
+def measure(model: str, tiny: bool, size: int | None, steps: int | None, fresh: bool,
+            overrides: dict[str, bool] | None = None) -> ColdResult:
     import torch
 
     _on_path()
@@ -107,7 +128,7 @@ def measure(model: str, tiny: bool, size: int | None, steps: int | None, fresh: 
     engine = ra.engine_for(pipe, spec, device, dtype)
 
     start = time.perf_counter()
-    report = apply_speed(pipe, spec.family, SpeedOptions(), device)  # the lossless profile
+    report = apply_speed(pipe, spec.family, SpeedOptions(**(overrides or {})), device)  # lossless, as overridden
     ra.engine_image(engine, spec, embeds, steps, spec.guidance, size, 0)
     ra.sync(device)
     cold_s = time.perf_counter() - start
@@ -149,6 +170,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cache-dir", type=Path, default=None,
                     help="use this compile-cache folder and keep it (emptied first unless --keep-cache)")
     ap.add_argument("--out-dir", type=Path, default=None, help="results folder (default bench/, --tiny: runs/)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=on|off",
+                    help="change one switch of the lossless profile (e.g. compile_vae=off); repeatable; the "
+                         "results file's name says what was changed")
     args = ap.parse_args(argv)
     if args.size is not None and not 64 <= args.size <= 4096:
         ap.error(f"--size must be between 64 and 4096, got {args.size}")
@@ -159,6 +183,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    overrides = parse_overrides(args.set)  # before the cache is touched: a typo costs nothing
     fresh = not args.keep_cache
     # Before anything compiles (Inductor and Triton read their cache folder when first needed).
     scratch = None
@@ -169,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     elif fresh:
         scratch = fresh_compile_cache(args.cache_root)
     try:
-        result = measure(args.only, args.tiny, args.size, args.steps, fresh)
+        result = measure(args.only, args.tiny, args.size, args.steps, fresh, overrides)
     finally:
         if scratch is not None:  # a compile cache nobody will reuse
             shutil.rmtree(scratch, ignore_errors=True)
@@ -181,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     gpu = results_tag(result.device, args.tiny)
     out_dir = args.out_dir or (REPO / ("runs" if args.tiny else "bench"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"results-{gpu}-cold-{args.only}{'' if fresh else '-warmcache'}"
+    changed = "".join(f"-{k}-{'on' if v else 'off'}" for k, v in sorted(overrides.items()))
+    stem = out_dir / f"results-{gpu}-cold-{args.only}{'' if fresh else '-warmcache'}{changed}"
     stem.with_suffix(".md").write_text(text)
     stem.with_suffix(".json").write_text(json.dumps(asdict(result), indent=2) + "\n")
     print(f"wrote {stem}.md")

@@ -76,3 +76,24 @@ def test_cache_dir_is_emptied_kept_and_reused_with_keep_cache(cold, tmp_path, mo
     data = json.loads((tmp_path / "results-cpu-tiny-cold-zimage-warmcache.json").read_text())
     assert data["fresh_cache"] is False
     assert "compile cache of an earlier run" in (tmp_path / "results-cpu-tiny-cold-zimage-warmcache.md").read_text()
+
+
+def test_set_changes_one_switch_and_names_the_file(cold, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "unchanged")
+    monkeypatch.setenv("TRITON_CACHE_DIR", "unchanged")
+    argv = ["--tiny", "--only", "zimage", "--out-dir", str(tmp_path), "--cache-root", str(tmp_path),
+            "--set", "compile_vae=off", "--set", "real_rope=off"]
+    assert cold.main(argv) == 0
+    data = json.loads((tmp_path / "results-cpu-tiny-cold-zimage-compile_vae-off-real_rope-off.json").read_text())
+    assert "real_rope=off" in data["speed"]
+
+
+@pytest.mark.parametrize("pair, message", [
+    ("compile_vae", "expected KEY=on|off"),
+    ("fp9=on", "expected KEY=on|off"),
+    ("compile=off", "expected KEY=on|off"),  # not a switch: a mode
+    ("compile_vae=no", "the value must be 'on' or 'off', got 'no'"),
+])
+def test_set_refuses_what_is_not_a_switch(cold, pair, message):
+    with pytest.raises(SystemExit, match=message):
+        cold.parse_overrides([pair])

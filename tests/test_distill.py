@@ -20,7 +20,7 @@ from zaoxiang.model.pipeline import BuiltinPipeline
 from zaoxiang.model.serialization import save_weights
 from zaoxiang.protocol import parse_request
 from zaoxiang.settings import EngineSettings
-from zaoxiang.training.distill import DistillConfig, lora_targets, main, make_distiller, set_lora_scale
+from zaoxiang.training.distill import DistillConfig, lora_state, lora_targets, main, make_distiller, set_lora_scale
 from zaoxiang.training.synthetic import SyntheticStream
 
 
@@ -152,6 +152,49 @@ def test_export_command_and_wrong_checkpoint(trained, tmp_path):
     save_checkpoint(tmp_path / "dit", {"stage": "dit", "step": 1})
     with pytest.raises(ValueError, match="'dit' checkpoint"):
         main([str(tmp_path / "dit"), str(tmp_path)])
+
+
+def test_init_from_an_exported_lora_starts_where_it_ended(trained, base_dir, batch, tmp_path):
+    d, _, _ = trained
+    path = d.export(tmp_path / "prev")  # a folder: turbo_lora.safetensors inside
+    fresh = make_distiller(_cfg(tmp_path / "next", base_dir, 10), StubTextEncoder(), RepeatBatch(batch))
+    fresh.init_from_lora(path.parent)
+    want = {k: v.to(torch.bfloat16).float() for k, v in lora_state(d.ema.module).items()}
+    for model in (fresh.model, fresh.ema.module):
+        got = lora_state(model)
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert any(v.abs().sum() > 0 for k, v in want.items() if ".lora_B." in k)  # not the B = 0 start
+    assert fresh.step == 0  # a new run: schedule and optimizer start over
+
+
+def test_init_from_lora_refuses_what_does_not_fit(trained, base_dir, batch, tmp_path):
+    d, _, _ = trained
+    path = d.export(tmp_path / "prev")
+    other = make_distiller(_cfg(tmp_path / "r8", base_dir, 10, rank=8), StubTextEncoder(), RepeatBatch(batch))
+    with pytest.raises(ValueError, match="rank-4"):
+        other.init_from_lora(path)
+    two = make_distiller(_cfg(tmp_path / "s2", base_dir, 10, student_steps=2), StubTextEncoder(), RepeatBatch(batch))
+    with pytest.raises(ValueError, match="distilled for 4 steps"):
+        two.init_from_lora(path)
+    with pytest.raises(FileNotFoundError):
+        other.init_from_lora(tmp_path / "nowhere")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(ValueError, match="not a zaoxiang-lora file"):
+        other.init_from_lora(tmp_path / "plain.safetensors")
+
+
+def test_cli_turbo_init_from_a_lora(trained, base_dir, tmp_path, capsys):
+    from zaoxiang.cli.train import main as train_main
+
+    d, _, _ = trained
+    path = d.export(tmp_path / "prev")
+    args = ["--preset", "tiny", "--stage", "turbo", "--steps", "1", "--out", str(tmp_path / "run"), "--pack",
+            "synthetic", "--base", str(base_dir), "--rank", "8", "--init-from", str(path), "--no-progress",
+            "--device", "cpu"]
+    with pytest.raises(SystemExit, match="--init-from: .*rank-4"):
+        train_main(args)
 
 
 def test_export_runs_as_the_engines_turbo(trained, base_dir):

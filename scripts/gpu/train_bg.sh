@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Start base-preset training in the background on the GPU machine (survives between remote calls).
 #
-#   scripts/gpu/train_bg.sh [ae|dit|both|turbo|all|continue] [EXTRA zaoxiang-train ARGS...]
+#   scripts/gpu/train_bg.sh [ae|dit|both|turbo|all|continue|base|lora] [EXTRA zaoxiang-train ARGS...]
 #
 #   all = ae, then dit (exported to $RUN/weights), then turbo (turbo_lora.safetensors into
 #   $RUN/weights): one chain, so no call has to be made between stages.
 #   continue = the same without the ae (AE and INIT_FROM name an earlier run's weights folder).
+#   base = continue's dit part alone (exported to $RUN/weights, then $RUN/weights.done): for a
+#     one-GPU machine whose time ends before a LoRA could be distilled on it.
+#   lora = the turbo LoRA alone on BASE [$RUN/weights], exported into $RUN/weights, then
+#     $RUN/turbo.done (a later machine's half of what `continue` does on one).
 #
 # Env (defaults in brackets):
 #   PRESET     model preset (tiny for a CPU smoke run)           [base]
@@ -20,7 +24,8 @@
 #              stage (zaoxiang train --cooldown; the stage must then end at its step count) [0 / 0]
 #   AE         autoencoder for the dit stage: run dir or weights folder [$RUN/ae]
 #   INIT_FROM  dit: exported weights to start from when no checkpoint exists []
-#   BASE       turbo: base weights folder  [$RUN/weights for all, else /root/stage/weights]
+#   BASE       turbo: base weights folder  [$RUN/weights for all/continue/lora, else /root/stage/weights]
+#   TURBO_INIT turbo: an earlier turbo_lora.safetensors to start the LoRA from (--init-from) []
 #   KEEP_EVERY dit: also keep step-N.pt every this many steps, for evaluation over training [2000]
 # A stage ends at its step count or when RUN/<stage>/STOP appears (scripts/gpu/stop.sh STAGE):
 # the chain then goes on with the next stage. The code is copied to $RUN/code first, so replacing
@@ -33,7 +38,7 @@ TEXT_ENCODER="${TEXT_ENCODER:-/root/stage/e5-small-q4.bin}"
 AE_STEPS="${AE_STEPS:-6000}"; DIT_STEPS="${DIT_STEPS:-40000}"; AE="${AE:-$RUN/ae}"
 TURBO_STEPS="${TURBO_STEPS:-3000}"; KEEP_EVERY="${KEEP_EVERY:-2000}"
 DIT_COOLDOWN="${DIT_COOLDOWN:-0}"; TURBO_COOLDOWN="${TURBO_COOLDOWN:-0}"
-if [ "$stage" = all ] || [ "$stage" = continue ]; then BASE="${BASE:-$RUN/weights}"; else BASE="${BASE:-/root/stage/weights}"; fi
+if [ "$stage" = all ] || [ "$stage" = continue ] || [ "$stage" = lora ]; then BASE="${BASE:-$RUN/weights}"; else BASE="${BASE:-/root/stage/weights}"; fi
 # NVLink multicast stays off on shared hosts (the machine sets these; keep them for child processes).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 launcher() {  # GPUS -> the command prefix that runs zaoxiang.cli.train on them (torchrun for several)
@@ -53,11 +58,12 @@ fi
 rm -rf "$RUN/code"; mkdir -p "$RUN/code"; cp -r "$repo/src" "$RUN/code/src"
 te_arg=(); [ -f "$TEXT_ENCODER" ] && te_arg=(--text-encoder "$TEXT_ENCODER")
 init_arg=(); [ -n "${INIT_FROM:-}" ] && init_arg=(--init-from "$INIT_FROM")
+turbo_init_arg=(); [ -n "${TURBO_INIT:-}" ] && turbo_init_arg=(--init-from "$TURBO_INIT")
 common="--preset $PRESET --pack $PACK --resume --no-progress --log-every 50"
 train="$(launcher "${GPUS:-}") $common"
 ae_cmd="$(launcher "${AE_GPUS:-${GPUS:-}}") $common --stage ae --steps $AE_STEPS --out $RUN/ae --sample-every 1000 --ckpt-every 1000 $*"
 dit_cmd="$train --stage dit --steps $DIT_STEPS --out $RUN/dit --ae $AE ${te_arg[*]} ${init_arg[*]} --sample-every 2000 --ckpt-every 1000 --keep-every $KEEP_EVERY --cooldown $DIT_COOLDOWN $*"
-turbo_cmd="$train --stage turbo --steps $TURBO_STEPS --out $RUN/turbo --base $BASE ${te_arg[*]} --sample-every 500 --ckpt-every 250 --cooldown $TURBO_COOLDOWN $*"
+turbo_cmd="$train --stage turbo --steps $TURBO_STEPS --out $RUN/turbo --base $BASE ${te_arg[*]} --sample-every 500 --ckpt-every 250 --cooldown $TURBO_COOLDOWN ${turbo_init_arg[*]} $*"
 case "$stage" in
   ae) cmd="$ae_cmd" ;;
   dit) cmd="$dit_cmd" ;;
@@ -65,7 +71,9 @@ case "$stage" in
   turbo) cmd="$turbo_cmd --export $RUN/turbo/turbo_lora.safetensors" ;;
   all) cmd="$ae_cmd && $dit_cmd --export $RUN/weights && touch $RUN/weights.done && $turbo_cmd --export $RUN/weights && touch $RUN/turbo.done" ;;
   continue) cmd="$dit_cmd --export $RUN/weights && touch $RUN/weights.done && $turbo_cmd --export $RUN/weights && touch $RUN/turbo.done" ;;
-  *) echo "usage: $0 [ae|dit|both|turbo|all|continue] [extra args]" >&2; exit 2 ;;
+  base) cmd="$dit_cmd --export $RUN/weights && touch $RUN/weights.done" ;;
+  lora) cmd="$turbo_cmd --export $RUN/weights && touch $RUN/turbo.done" ;;
+  *) echo "usage: $0 [ae|dit|both|turbo|all|continue|base|lora] [extra args]" >&2; exit 2 ;;
 esac
 echo "$cmd" > "$RUN/command.txt"
 cd "$RUN/code"

@@ -7,6 +7,8 @@
 # ranks' CPU use on the way, so the next call can say what bounds the step now.
 # DIT_STEPS [1000000: until stopped] and DIT_COOLDOWN [0] pass through to train_bg.sh: with a
 # cooldown the transformer ends at DIT_STEPS by itself, the chain exports it and starts the LoRA.
+# CHAIN [continue]: train_bg.sh's chain; `base` stops after exporting the transformer (one-GPU
+# machines whose 30 minutes end before a LoRA could follow, session 8).
 set -x
 t0=$SECONDS; CALL_S="${CALL_S:-570}"
 STAGE_B="${STAGE_B:-.stage5b}"
@@ -15,9 +17,9 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 RUN=/root/run PACK=/root/stage/pa
 n=$(nvidia-smi -L | wc -l); gpus=$(seq -s, 0 $((n - 1)))
 start() {
   AE=/root/stage/weights INIT_FROM=/root/stage/weights GPUS=$gpus DIT_STEPS="${DIT_STEPS:-1000000}" DIT_COOLDOWN="${DIT_COOLDOWN:-0}" TURBO_STEPS=100000 KEEP_EVERY=2000 \
-    bash scripts/gpu/train_bg.sh continue "$@"
+    bash scripts/gpu/train_bg.sh "${CHAIN:-continue}" "$@"
 }
-start
+start "$@"  # this script's arguments go on to zaoxiang train (e.g. --batch-size 512)
 # Wait for the first metrics line (compile of three models on every rank comes first) or a death.
 for _ in $(seq 60); do
   [ -s /root/run/dit/metrics.jsonl ] && break
@@ -27,7 +29,7 @@ done
 if ! [ -s /root/run/dit/metrics.jsonl ] && ! kill -0 "$(cat /root/run/train.pid)" 2>/dev/null; then
   echo "compiled run died before its first log line; falling back"; tail -n 60 /root/run/train.log
   cp /root/run/train.log "$OUT/train-failed.log"
-  start --no-compile --data-workers 0
+  start "$@" --no-compile --data-workers 0
 fi
 setsid nohup nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv,noheader -l 10 \
   > /root/run/gpu-util.csv 2>&1 < /dev/null &

@@ -49,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.add_argument("--init-from", type=Path, default=None,
-                   help="dit: start from an exported weights folder when there is no checkpoint to resume")
+                   help="when there is no checkpoint to resume, start from: dit, an exported weights folder; "
+                        "turbo, an exported turbo LoRA (turbo_lora.safetensors or its folder)")
     p.add_argument("--export", type=Path, default=None,
                    help="dit: write bf16 weights here at the end; turbo: write turbo_lora.safetensors into this "
                         "folder (or to this .safetensors path)")
@@ -215,6 +216,12 @@ def run_turbo(args: argparse.Namespace, device, ctx) -> int:
     distiller = make_distiller(cfg, text_encoder, stream, device, dist=ctx)
     if args.resume and distiller.resume():
         print(f"resumed at step {distiller.step}", file=sys.stderr)
+    elif args.init_from is not None:
+        try:
+            distiller.init_from_lora(args.init_from)
+        except (FileNotFoundError, ValueError) as exc:
+            raise SystemExit(f"zaoxiang train: --init-from: {exc}") from None
+        print(f"LoRA initialised from {args.init_from}", file=sys.stderr)
     n_lora = sum(p.numel() for p in distiller.model.parameters() if p.requires_grad)
     if ctx.is_main:
         print(f"turbo {distiller.model_config.name}: LoRA rank {cfg.rank} ({n_lora / 1e6:.2f}M parameters), teacher "

@@ -190,6 +190,31 @@ def write_turbo_lora(path: Path | str, state: dict[str, torch.Tensor], rank: int
     return path
 
 
+_FILE_KEY = re.compile(r"^transformer\.(.+)\.lora_([AB])\.weight$")
+
+
+def read_turbo_lora(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A zaoxiang LoRA file (as :func:`write_turbo_lora` writes it) as peft tensors (fp32) and
+    its metadata; the inverse of the key mapping there."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no LoRA file at {path}")
+    state: dict[str, torch.Tensor] = {}
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != LORA_FORMAT or meta.get("base") != LORA_BASE:
+            raise ValueError(f"{path} is not a {LORA_FORMAT} file for {LORA_BASE} (metadata {meta})")
+        for key in f.keys():
+            m = _FILE_KEY.match(key)
+            if m is None:
+                raise ValueError(f"{path}: unexpected tensor {key!r}")
+            module, ab = m.groups()
+            state[f"{module}.lora_{ab}.{ADAPTER}.weight"] = f.get_tensor(key).float()
+    return state, meta
+
+
 def export_turbo(ckpt_path: Path | str, out: Path | str) -> Path:
     """The EMA LoRA of a turbo checkpoint as ``turbo_lora.safetensors`` (``out``: a folder, e.g. the
     weights folder, or a ``.safetensors`` path)."""
@@ -407,6 +432,25 @@ class TurboDistiller:
         """Write the EMA LoRA as ``turbo_lora.safetensors`` (see :func:`export_turbo`)."""
         self.save()
         return export_turbo(self.run_dir, out)
+
+    def init_from_lora(self, path: Path | str) -> None:
+        """Start student and EMA from an exported turbo LoRA (a ``turbo_lora.safetensors`` or the
+        folder holding one), e.g. the LoRA of the previous base, instead of B = 0. The optimizer
+        starts fresh. A LoRA distilled from an earlier revision of the same architecture is a warm
+        start for the new base: it only has to follow the base's change, not learn the few-step ODE."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / TURBO_FILE
+        state, meta = read_turbo_lora(path)
+        if int(meta.get("rank", -1)) != self.cfg.rank or float(meta.get("alpha", "nan")) != self.alpha:
+            raise ValueError(f"{path} holds a rank-{meta.get('rank')} LoRA with alpha {meta.get('alpha')}; this run "
+                             f"asks for rank {self.cfg.rank}, alpha {self.alpha}")
+        if int(meta.get("recommended_steps", -1)) != self.cfg.student_steps:
+            raise ValueError(f"{path} was distilled for {meta.get('recommended_steps')} steps; this run distils "
+                             f"{self.cfg.student_steps}")
+        load_lora_state(self.model, state)
+        load_lora_state(self.ema.module, state)
+        log.info("turbo LoRA initialised from %s (base revision %s)", path, meta.get("base_revision", "?"))
 
     def resume(self, path: Path | str | None = None) -> bool:
         """Load the run's latest checkpoint (or ``path``); False if there is none yet."""
