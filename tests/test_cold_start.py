@@ -97,3 +97,13 @@ def test_set_changes_one_switch_and_names_the_file(cold, tmp_path, monkeypatch):
 def test_set_refuses_what_is_not_a_switch(cold, pair, message):
     with pytest.raises(SystemExit, match=message):
         cold.parse_overrides([pair])
+
+
+def test_engine_sequence_times_the_idle_work_apart(cold, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "unchanged")
+    monkeypatch.setenv("TRITON_CACHE_DIR", "unchanged")
+    argv = ["--tiny", "--only", "flux", "--out-dir", str(tmp_path), "--cache-root", str(tmp_path), "--engine-sequence"]
+    assert cold.main(argv) == 0
+    data = json.loads((tmp_path / "results-cpu-tiny-cold-flux-engine.json").read_text())
+    assert data["engine_sequence"] is True and data["idle_s"] is not None and data["idle_s"] >= 0
+    assert "idle s = decoder compile + warm-up" in (tmp_path / "results-cpu-tiny-cold-flux-engine.md").read_text()

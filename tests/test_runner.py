@@ -228,6 +228,36 @@ def test_warm_up_is_skipped_for_pipelines_that_compiled_nothing_and_when_turned_
     assert [r[3] for r in made[0].runs] == ["user"]
 
 
+class DeferringPipeline(CompiledPipeline):
+    """A compiled pipeline whose speed profile left work for the worker's first idle moment."""
+
+    def __init__(self, entry, **kw):
+        super().__init__(entry, **kw)
+        self.deferred_speed = True
+        self.applied = 0
+
+    def apply_deferred_speed(self):
+        self.applied += 1
+        self.deferred_speed = False
+        return True
+
+
+def test_idle_applies_deferred_speed_once_and_warms_up_again(tmp_path):
+    runner, made = warm_runner(tmp_path, pipeline_cls=DeferringPipeline)
+    assert runner.idle() is False  # nothing loaded yet
+    runner.run(GenerationRequest(prompt="user", seed=1))
+    assert made[0].applied == 0  # the first image does not wait for it
+    assert runner.idle() is True
+    assert made[0].applied == 1 and [r[3] for r in made[0].runs] == ["warm-up", "user", "warm-up"]
+    assert runner.idle() is False and made[0].applied == 1  # done once
+
+
+def test_compile_vae_at_is_validated():
+    assert EngineSettings().compile_vae_at == "idle"
+    with pytest.raises(ValueError, match="compile_vae_at"):
+        EngineSettings(compile_vae_at="later")
+
+
 def test_a_warm_up_size_the_model_refuses_is_logged_and_the_model_still_serves(tmp_path, caplog):
     runner, made = warm_runner(tmp_path, warm_up_sizes=["96x64", "default"])
     with caplog.at_level("WARNING", logger="zaoxiang.engine.runner"):

@@ -15,6 +15,7 @@ from zaoxiang.engine.speed import (
     QwenCfgBatcher,
     SpeedConfigError,
     SpeedOptions,
+    apply_deferred_vae,
     apply_speed,
     fuse_rmsnorms,
     reset_step_caches,
@@ -55,6 +56,34 @@ def test_apply_speed_on_cpu_skips_compile_with_a_reason():
     assert not by_name["compile_vae"].applied and "cpu" in by_name["compile_vae"].reason
     assert not by_name["cfg_batch"].applied and "guidance-distilled" in by_name["cfg_batch"].reason
     assert getattr(pipe.transformer.transformer_blocks[0], "_compiled_call_impl", None) is None
+
+
+def test_deferred_vae_waits_until_asked_then_compiles_in_channels_last():
+    # "cuda" only routes the choices: nothing here runs on a device (torch.compile wraps lazily).
+    pipe = build_flux(0)
+    options = SpeedOptions(compile="off", real_rope=False, cudnn_benchmark=False)
+    report = apply_speed(pipe, "flux", options, "cuda", defer_vae=True)
+    decoder = pipe.vae.decoder
+    assert report.deferred_vae == options
+    assert not report.applied("compile_vae") and not report.applied("vae_channels_last")
+    assert getattr(decoder, "_compiled_call_impl", None) is None  # left eager for the first images
+    conv = decoder.conv_in.weight
+    assert not conv.is_contiguous(memory_format=torch.channels_last)  # and in NCHW, its faster eager layout
+    assert apply_deferred_vae(pipe, "cuda", report) is True
+    assert report.applied("compile_vae") and report.applied("vae_channels_last") and report.deferred_vae is None
+    assert getattr(decoder, "_compiled_call_impl", None) is not None
+    assert decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert [c.name for c in report.choices].count("compile_vae") == 1  # replaced, not appended twice
+    assert apply_deferred_vae(pipe, "cuda", report) is False  # nothing left to do
+
+
+def test_nothing_is_deferred_where_nothing_would_compile():
+    pipe = build_flux(0)
+    on_cpu = apply_speed(pipe, "flux", SpeedOptions(compile="off"), "cpu", defer_vae=True)
+    assert on_cpu.deferred_vae is None and "cpu" in {c.name: c for c in on_cpu.choices}["compile_vae"].reason
+    not_asked = apply_speed(build_flux(0), "flux", SpeedOptions(compile="off", compile_vae=False, real_rope=False,
+                                                                cudnn_benchmark=False), "cuda", defer_vae=True)
+    assert not_asked.deferred_vae is None and not not_asked.applied("compile_vae")
 
 
 # -- CFG as one batch-2 forward ---------------------------------------------------------------------------

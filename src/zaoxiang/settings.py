@@ -57,6 +57,12 @@ class EngineSettings(BaseModel):
     # start was 55.0 s with an empty cache and 16.7 s with this one kept (one H100,
     # bench/results-h100-cold-flux*.md). TORCHINDUCTOR_CACHE_DIR in the environment wins.
     compile_cache_dir: Path | None = None
+    # When a compiling speed profile compiles the VAE decoder: "idle" (the first time the worker
+    # has no job after a load: the first image comes sooner — FLUX.1-dev's first start 29.7–33.2 s
+    # instead of 55.0 s on an H100 with an empty cache — and the next job may wait for the compile)
+    # or "load" (with the blocks, before the first image). One-shot CLI runs never idle, so they
+    # never pay for it.
+    compile_vae_at: Literal["load", "idle"] = "idle"
 
     @field_validator("warm_up_sizes")
     @classmethod

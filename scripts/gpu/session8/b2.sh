@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Session 8, machine B, call 2 (carry [".stage8b"]: pack + e5 subset): the turbo LoRA on run 8's
-# base, started from run 7's LoRA (--init-from: it only has to follow the base's change), ending on
-# a decay (TURBO_STEPS, TURBO_COOLDOWN); the turbo evaluation waits for its export. The call sleeps
-# until CALL_S seconds after it started.
+# Session 8, issue 9 (one H100, carry [".whl"]): FLUX.1-dev's cold start in the runner's order
+# with the decoder's compile deferred (engine.compile_vae_at = idle, the default since b1.sh's
+# result): apply_speed + the 2-step warm-up + the first image, then the idle work (decoder compile
+# + warm-up) timed apart, then three images; empty cache, then the same cache kept.
+# Prediction: cold ≈ 30.1 s (b1's 29.7 + ≈ 0.35 s of warm-up), idle ≈ 26 s empty / ≈ 3 s kept,
+# next images ≈ 3.82 s (the compiled decoder again).
 set -x
-t0=$SECONDS; CALL_S="${CALL_S:-560}"
-STAGE_B="${STAGE_B:-.stage8b}"
-cp "$STAGE_B"/pack.zip "$STAGE_B"/e5-subset.safetensors /root/stage/
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 RUN=/root/run PACK=/root/stage/pack.zip TEXT_ENCODER=/root/stage/e5-subset.safetensors
-GPUS=0 TURBO_STEPS="${TURBO_STEPS:-2000}" TURBO_COOLDOWN="${TURBO_COOLDOWN:-700}" TURBO_INIT=/root/stage/turbo7.safetensors \
-  bash scripts/gpu/train_bg.sh lora
-EVAL_GPU=0 WAIT_FOR=/root/run/turbo.done bash scripts/gpu/eval_bg.sh turbo
-sleep 90; bash scripts/gpu/poll.sh 3
-rest=$(( CALL_S - (SECONDS - t0) )); [ "$rest" -gt 0 ] && sleep "$rest"
-bash scripts/gpu/poll.sh 4
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit
+export PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 CUDA_VISIBLE_DEVICES=0
+work=$(mktemp -d)
+run() {  # name, cold_start args...
+  local name=$1; shift
+  timeout -k 10 "${COLD_S:-200}" python3 bench/cold_start.py --out-dir "$work" --only flux --engine-sequence "$@" 2>&1 \
+    | grep --line-buffered -v prompt_embeds_mask | tee "$work/cold-$name.log" | tail -12
+}
+run flux-engine --cache-dir /root/zxc-engine
+run flux-engine-warmcache --cache-dir /root/zxc-engine --keep-cache
+cp "$work"/*.md "$work"/*.json "$work"/*.log "$OUT"/ 2>/dev/null
+ls -la "$OUT"

@@ -126,6 +126,20 @@ class Runner:
 
         warm_up(run_once, dict.fromkeys(sizes))  # each size once, in order; logs the seconds per size
 
+    def idle(self) -> bool:
+        """Finish deferred speed work of the warm pipelines (engine.compile_vae_at = "idle"): apply
+        it, then warm up again so the compile happens now rather than in the next request. The
+        worker calls this when it finds no job; a job that arrives meanwhile waits for it. True
+        when anything was done."""
+        with self._lock:
+            pending = [(name, pipe) for name, (pipe, _) in self._warm.items() if pipe.deferred_speed]
+            for name, pipe in pending:
+                start = time.perf_counter()
+                if pipe.apply_deferred_speed() and self.settings.warm_up_sizes:
+                    self._warm_up(self.registry.get(name), pipe)
+                log.info("deferred speed work for %s done in %.1f s", name, time.perf_counter() - start)
+            return bool(pending)
+
     def _context(self, resolved: GenerationRequest, step, inputs: InputsFn | None = None) -> RunContext:
         return RunContext(
             request=resolved,

@@ -146,6 +146,9 @@ class SpeedReport:
     family: str
     choices: list[SpeedChoice] = field(default_factory=list)
     cfg_batcher: "QwenCfgBatcher | None" = None
+    # The VAE decoder's layout change and compile, left for ``apply_deferred_vae`` (apply_speed's
+    # ``defer_vae``): None when nothing waits, else the options to apply then.
+    deferred_vae: "SpeedOptions | None" = None
 
     def add(self, name: str, applied: bool, reason: str) -> None:
         self.choices.append(SpeedChoice(name, applied, reason))
@@ -161,11 +164,17 @@ class SpeedReport:
 # -- apply --------------------------------------------------------------------------------------------
 
 
-def apply_speed(pipe: Any, family: str, options: SpeedOptions, device: torch.device | str) -> SpeedReport:
+def apply_speed(pipe: Any, family: str, options: SpeedOptions, device: torch.device | str,
+                defer_vae: bool = False) -> SpeedReport:
     """Apply ``options`` to a loaded pipeline in place; call once, before the first generation.
 
     Order matters: module swaps (fp8, RMSNorm) and cache hooks go in before compilation so the
-    compiled graphs contain them.
+    compiled graphs contain them. ``defer_vae``: leave the VAE decoder eager and in its own layout
+    for now and record what would have been done in ``report.deferred_vae``, for
+    :func:`apply_deferred_vae` once the first images are out. The decoder's compile is most of a
+    first start's wait: FLUX.1-dev's cold start took 55.0 s with it and 29.7 s without it (one H100,
+    empty compile cache, bench/results-h100-cold-flux*.md), for 3.93 s against 3.82 s an image
+    until it is compiled.
     """
     device = torch.device(device)
     cuda = device.type == "cuda"
@@ -231,19 +240,40 @@ def apply_speed(pipe: Any, family: str, options: SpeedOptions, device: torch.dev
         report.add("compile_blocks", False, "not asked for")
 
     vae = getattr(pipe, "vae", None)
-    _apply_vae(vae, options, device, report)
-    return report
-
-
-def _apply_vae(vae: Any, options: SpeedOptions, device: torch.device, report: SpeedReport) -> None:
-    cuda = device.type == "cuda"
-    conv3d = vae is not None and type(vae).__name__ == "AutoencoderKLQwenImage"
     if options.cudnn_benchmark and cuda:
         # Process-wide flag: cuDNN times its algorithms once per new conv shape and keeps the best.
         torch.backends.cudnn.benchmark = True
         report.add("cudnn_benchmark", True, "conv algorithms picked by timing, once per shape")
     else:
         report.add("cudnn_benchmark", False, "not asked for" if not options.cudnn_benchmark else f"device is {device}")
+    if defer_vae and options.compile_vae and cuda and vae is not None and hasattr(vae, "decoder"):
+        # Channels-last goes with the compile: eager NHWC decodes slower than eager NCHW (FLUX's
+        # VAE 143 ms against 91.8 ms on an H100), so until the compile the decoder keeps NCHW.
+        why = "deferred: applied when the worker is first idle (engine.compile_vae_at = idle)"
+        report.add("vae_channels_last", False, why)
+        report.add("compile_vae", False, why)
+        report.deferred_vae = options
+    else:
+        _apply_vae(vae, options, device, report)
+    return report
+
+
+def apply_deferred_vae(pipe: Any, device: torch.device | str, report: SpeedReport) -> bool:
+    """Do what ``apply_speed(..., defer_vae=True)`` left for later (the VAE decoder's layout and
+    compile); the report's entries for them are replaced. False when nothing was waiting."""
+    options = report.deferred_vae
+    if options is None:
+        return False
+    report.deferred_vae = None
+    report.choices = [c for c in report.choices if c.name not in ("vae_channels_last", "compile_vae")]
+    _apply_vae(getattr(pipe, "vae", None), options, torch.device(device), report)
+    return True
+
+
+def _apply_vae(vae: Any, options: SpeedOptions, device: torch.device, report: SpeedReport) -> None:
+    """The VAE decoder's layout (channels-last) and compile."""
+    cuda = device.type == "cuda"
+    conv3d = vae is not None and type(vae).__name__ == "AutoencoderKLQwenImage"
     if options.vae_channels_last and cuda and vae is not None and not conv3d:
         vae.to(memory_format=torch.channels_last)
         report.add("vae_channels_last", True, "NHWC weights: cuDNN runs its fastest bf16 convolutions without transposes")

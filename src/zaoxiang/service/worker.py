@@ -135,6 +135,8 @@ class Worker:
                 log.exception("could not claim a job")
                 job = None
             if job is None:
+                # Nothing queued: the moment for deferred compiles (engine.compile_vae_at = "idle").
+                self._safe(self.runner.idle)
                 self._wake.wait(self.poll_s)
                 self._wake.clear()
                 continue

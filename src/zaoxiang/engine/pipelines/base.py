@@ -83,6 +83,13 @@ class LoadedPipeline(ABC):
     # True when loading compiled graphs that a new image size recompiles (the runner then warms
     # the pipeline up at engine.warm_up_sizes).
     compiled: bool = False
+    # True while part of the speed profile waits for the worker's first idle moment
+    # (engine.compile_vae_at = "idle"); Runner.idle then calls apply_deferred_speed.
+    deferred_speed: bool = False
+
+    def apply_deferred_speed(self) -> bool:
+        """Apply what the speed profile left for later; False when nothing was waiting."""
+        return False
 
     def validate(self, request: GenerationRequest) -> None:
         """Family-specific checks beyond the global ones (raise InvalidRequest naming the field)."""

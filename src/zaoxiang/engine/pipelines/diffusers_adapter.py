@@ -33,7 +33,7 @@ from zaoxiang.engine.pipelines.families import FamilySpec, family_spec, schedule
 from zaoxiang.engine.precision import PrecisionPolicy, check_latents, guarded_decode
 from zaoxiang.engine.prompt_weighting import weighted_encode
 from zaoxiang.engine.registry import ModelEntry, folder_revision
-from zaoxiang.engine.speed import SpeedReport, apply_speed, options_for_profile, reset_step_caches
+from zaoxiang.engine.speed import SpeedReport, apply_deferred_vae, apply_speed, options_for_profile, reset_step_caches
 from zaoxiang.errors import GenerationFailed, InvalidRequest, ModelLoadError
 from zaoxiang.protocol import GenerationRequest, ModelIdentity
 from zaoxiang.settings import EngineSettings
@@ -61,7 +61,8 @@ def load_diffusers_pipeline(entry: ModelEntry, policy: PrecisionPolicy, settings
     plan = plan_memory(settings.memory_mode, policy.device, settings.vae_tiling_pixels)
     place_pipeline(pipe, plan, policy.device)
     # After placement: compiled graphs and fp8 buffers must be built on the device they run on.
-    speed = apply_speed(pipe, entry.family, options_for_profile(settings.speed), policy.device)
+    speed = apply_speed(pipe, entry.family, options_for_profile(settings.speed), policy.device,
+                        defer_vae=settings.compile_vae_at == "idle")
     log.info("speed profile %s for %s: %s", settings.speed, entry.name, speed.summary())
     identity = ModelIdentity(name=entry.name, family=entry.family, revision=folder_revision(entry.path), source=str(entry.path))
     return DiffusersPipeline(pipe, spec, identity, policy, plan, spec.defaults(pipe, entry.path), speed=speed)
@@ -99,6 +100,16 @@ class DiffusersPipeline(LoadedPipeline):
     @property
     def compiled(self) -> bool:  # type: ignore[override]
         return self.speed is not None and (self.speed.applied("compile_blocks") or self.speed.applied("compile_vae"))
+
+    @property
+    def deferred_speed(self) -> bool:  # type: ignore[override]
+        return self.speed is not None and self.speed.deferred_vae is not None
+
+    def apply_deferred_speed(self) -> bool:
+        if self.speed is None or not apply_deferred_vae(self.pipe, self.policy.device, self.speed):
+            return False
+        log.info("speed for %s after deferral: %s", self.identity.name, self.speed.summary())
+        return True
 
     def validate(self, request: GenerationRequest) -> None:
         self.spec.check_size(self.pipe, request)
