@@ -188,7 +188,12 @@ def test_progress_previews_are_small_pngs(tiny_runner, family):
     events = []
     tiny_runner(family).run(req(family, width=64, height=128), on_progress=events.append, previews=True)
     assert len(events) == 2
+    # The first step always gets one; later ones only when the last encode's cost has passed
+    # (engine.previews.PreviewThrottle), which a loaded CPU may not give a 2-step run.
+    assert events[0].preview is not None
     for ev in events:
+        if ev.preview is None:
+            continue
         im = Image.open(io.BytesIO(ev.preview))
         assert im.format == "PNG" and im.size == (8, 16)  # latent resolution: 1/8 of each side
-    assert np.asarray(im).std() > 0
+        assert np.asarray(im).std() > 0

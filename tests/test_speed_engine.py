@@ -106,12 +106,31 @@ def test_stock_is_plain_diffusers(tiny_model_dir, stock_pixels):
 
     untouched = runner_for(tiny_model_dir, "stock")
     real_apply = adapter.apply_speed
-    adapter.apply_speed = lambda pipe, family, options, device: adapter.SpeedReport(family)  # apply nothing
+    adapter.apply_speed = lambda pipe, family, options, device, **kw: adapter.SpeedReport(family)  # apply nothing
     try:
         base = np.asarray(untouched.run(req()).images[0])
     finally:
         adapter.apply_speed = real_apply
     assert np.array_equal(stock_pixels, base)
+
+
+@pytest.mark.parametrize("at, defer", [("idle", True), ("load", False)])
+def test_the_loader_defers_the_decoder_as_engine_compile_vae_at_says(tiny_model_dir, monkeypatch, at, defer):
+    from zaoxiang.engine.pipelines import diffusers_adapter as adapter
+
+    seen = {}
+    real_apply = adapter.apply_speed
+
+    def spy(pipe, family, options, device, **kw):
+        seen.update(kw)
+        return real_apply(pipe, family, options, device, **kw)
+
+    monkeypatch.setattr(adapter, "apply_speed", spy)
+    registry = ModelRegistry.discover([f"{FAMILY}={tiny_model_dir(FAMILY)}"], include_builtin=False)
+    runner = Runner(registry, EngineSettings(device="cpu", speed="lossless", compile_vae_at=at))
+    pipe = runner.load(FAMILY)[0]
+    assert seen == {"defer_vae": defer}
+    assert not pipe.deferred_speed and runner.idle() is False  # on a CPU nothing compiles, so nothing waits
 
 
 def test_lossless_on_cpu_skips_compile_and_keeps_pixels(tiny_model_dir, stock_pixels, caplog):
