@@ -135,9 +135,10 @@ class Runner:
             pending = [(name, pipe) for name, (pipe, _) in self._warm.items() if pipe.deferred_speed]
             for name, pipe in pending:
                 start = time.perf_counter()
-                if pipe.apply_deferred_speed() and self.settings.warm_up_sizes:
-                    self._warm_up(self.registry.get(name), pipe)
-                log.info("deferred speed work for %s done in %.1f s", name, time.perf_counter() - start)
+                if pipe.apply_deferred_speed():
+                    if self.settings.warm_up_sizes:
+                        self._warm_up(self.registry.get(name), pipe)
+                    log.info("deferred speed work for %s done in %.1f s", name, time.perf_counter() - start)
             return bool(pending)
 
     def _context(self, resolved: GenerationRequest, step, inputs: InputsFn | None = None) -> RunContext:

@@ -195,7 +195,8 @@ _FILE_KEY = re.compile(r"^transformer\.(.+)\.lora_([AB])\.weight$")
 
 def read_turbo_lora(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """A zaoxiang LoRA file (as :func:`write_turbo_lora` writes it) as peft tensors (fp32) and
-    its metadata; the inverse of the key mapping there."""
+    its metadata; the inverse of the key mapping there. ``zaoxiang.model.lora.load_lora`` reads
+    the same files for the engine, but imports pydantic, which the GPU machine lacks (see above)."""
     from safetensors import safe_open
 
     path = Path(path)
