@@ -63,8 +63,9 @@ def test_pack_load_errors(tmp_path):
         SpritePack.load(bad)
 
 
-def test_train_never_samples_heldout(pack):
-    sampler = SceneSampler(pack, split="train", seed=123)
+@pytest.mark.parametrize("mix", ["v1", "v2"])
+def test_train_never_samples_heldout(pack, mix):
+    sampler = SceneSampler(pack, split="train", seed=123, mix=mix)
     pairs = {frozenset(p) for p in HELDOUT_PAIRS}
     counts, layouts, signs = set(HELDOUT_COUNTS), set(HELDOUT_LAYOUTS), set(HELDOUT_SIGNS)
     kinds = set()
@@ -77,6 +78,48 @@ def test_train_never_samples_heldout(pack):
         assert (spec.positions, spec.sizes) not in layouts or spec.kind != "composition", spec
         assert spec.sign is None or (spec.sign.text, spec.sign.style) not in signs, spec
     assert kinds == {"single", "composition", "sign"}
+
+
+def _mix_stats(pack, mix: str, n: int = 3000) -> dict[str, float]:
+    specs = SceneSampler(pack, split="train", seed=7, mix=mix).sample_batch(n)
+    comps = [s for s in specs if s.kind == "composition"]
+    multi = [s for s in comps if len(s.objects) > 1]
+    return {
+        "composition": len(comps) / n,
+        "multi": len(multi) / n,
+        "three": sum(len(s.objects) == 3 for s in comps) / n,
+        "small_and_large": sum("small" in s.sizes and "large" in s.sizes for s in multi) / len(multi),
+        "sign": sum(s.kind == "sign" for s in specs) / n,
+    }
+
+
+def test_data_mix_v2_draws_more_mixed_size_multi_object_scenes(pack):
+    """v2 (run 9) exists for run 8's failures: several objects, one of them small."""
+    v1, v2 = _mix_stats(pack, "v1"), _mix_stats(pack, "v2")
+    assert v2["multi"] > 1.3 * v1["multi"]
+    assert v2["three"] > 1.7 * v1["three"]
+    assert v2["small_and_large"] > 0.5 > v1["small_and_large"]
+    assert 0.1 < v2["sign"] < v1["sign"]
+
+
+def test_data_mix_is_checked_and_named(pack):
+    from zaoxiang.cli import train as train_cli
+    from zaoxiang.training.data.sampler import DATA_MIXES, DataMix
+    import argparse
+
+    with pytest.raises(InvalidRequest, match="data_mix") as err:
+        SceneSampler(pack, mix="v9")
+    assert err.value.field == "data_mix"
+    with pytest.raises(InvalidRequest, match="data_mix"):  # before any child process starts
+        TrainStream(pack, batch_size=4, seed=0, workers=1, mix="v9")
+    with pytest.raises(ValueError, match="mixed_sizes"):
+        DataMix(name="x", kind_weights=(("single", 1.0),), layouts=((("center",), 1.0),), mixed_sizes=1.5)
+    with pytest.raises(ValueError, match="kinds"):
+        DataMix(name="x", kind_weights=(("photo", 1.0),), layouts=((("center",), 1.0),))
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    action = next(a for a in parser._actions if a.dest == "data_mix")
+    assert set(action.choices) == set(DATA_MIXES) and action.default == "v1"
 
 
 def test_heldout_sampler_only_emits_heldout(pack):
@@ -227,11 +270,12 @@ def test_render_rejects_an_unknown_method(pack):
         render_batch([SceneSampler(pack, seed=1).sign()], pack, size=64, method="fast")
 
 
-def test_a_data_worker_draws_the_same_batches(pack):
+@pytest.mark.parametrize("mix", ["v1", "v2"])
+def test_a_data_worker_draws_the_same_batches(pack, mix):
     """workers=1 draws specs and captions in a child process: same batches, in the same order, as
     drawing them here; the pixels are still rendered here."""
-    here = TrainStream(pack, batch_size=12, seed=5)
-    there = TrainStream(pack, batch_size=12, seed=5, workers=1)
+    here = TrainStream(pack, batch_size=12, seed=5, mix=mix)
+    there = TrainStream(pack, batch_size=12, seed=5, workers=1, mix=mix)
     try:
         for _ in range(3):
             a, b = next(here), next(there)

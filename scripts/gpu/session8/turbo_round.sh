@@ -9,13 +9,14 @@
 #   round 2: RUN=/root/run2 FROM=/root/run INIT=/root/run/weights/turbo_lora.safetensors \
 #            TURBO_STEPS=2600 TURBO_COOLDOWN=900 STOP_AT=450 WAIT_S=540
 #            (a new run folder holding round 1's base weights, without its LoRA)
+# Arguments go on to zaoxiang train (session 9: --data-mix v2).
 set -x
 RUN="${RUN:?set RUN}"; INIT="${INIT:?set INIT (an earlier turbo_lora.safetensors)}"
 STOP_AT="${STOP_AT:-400}"; WAIT_S="${WAIT_S:-540}"
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 RUN PACK="${PACK:-/root/stage/pack.zip}" TEXT_ENCODER="${TEXT_ENCODER:-/root/stage/e5-subset.safetensors}"
 if [ -n "${FROM:-}" ]; then mkdir -p "$RUN/weights" && cp "$FROM"/weights/config.json "$FROM"/weights/model* "$RUN/weights/"; fi
 init="/root/stage/init-$(basename "$RUN").safetensors"; cp "$INIT" "$init"  # INIT may be overwritten by the export
-GPUS=0 TURBO_STEPS="${TURBO_STEPS:?}" TURBO_COOLDOWN="${TURBO_COOLDOWN:-0}" TURBO_INIT="$init" bash scripts/gpu/train_bg.sh lora
+GPUS=0 TURBO_STEPS="${TURBO_STEPS:?}" TURBO_COOLDOWN="${TURBO_COOLDOWN:-0}" TURBO_INIT="$init" bash scripts/gpu/train_bg.sh lora "$@"
 EVAL_GPU=0 WAIT_FOR="$RUN/turbo.done" bash scripts/gpu/eval_bg.sh turbo
 t0=$SECONDS
 while [ $((SECONDS - t0)) -lt "$WAIT_S" ]; do

@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--caption-dropout", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--zh-fraction", type=float, default=0.5)
+    p.add_argument("--data-mix", default="v1", choices=("v1", "v2"),
+                   help="scene-kind and layout proportions (training.data.sampler.DATA_MIXES) [v1: runs 1-8]")
     p.add_argument("--data-workers", type=int, choices=(0, 1), default=None,
                    help="draw scene specs and captions in a child process (default: 1 on CUDA, 0 on CPU)")
     p.add_argument("--log-every", type=int, default=None)
@@ -67,7 +69,7 @@ def register(subparsers) -> None:
 
 
 def make_stream(pack: str | None, batch_size: int, seed: int, zh_fraction: float, image_size: int, device,
-                workers: int | None = None):
+                workers: int | None = None, mix: str = "v1"):
     """The training batches; ``workers`` (None: 1 on CUDA, else 0) draws specs and captions in a
     child process (TrainStream), which the GPU step otherwise waits for."""
     if pack is None:
@@ -83,7 +85,7 @@ def make_stream(pack: str | None, batch_size: int, seed: int, zh_fraction: float
     if workers is None:
         workers = 1 if torch.device(device).type == "cuda" else 0
     return TrainStream(SpritePack.load(pack, device), batch_size, seed, zh_fraction=zh_fraction, split="train",
-                       workers=workers)
+                       workers=workers, mix=mix)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,7 +142,7 @@ def run_base(args: argparse.Namespace, device, ctx) -> int:
     # A resumed run draws fresh data (seed + step) rather than replaying its first batches.
     trainer = None
     stream = make_stream(args.pack, cfg.batch_size, ctx.data_seed(cfg.seed + _resume_step(args)), args.zh_fraction,
-                         model_config.image_size, device, workers=args.data_workers)
+                         model_config.image_size, device, workers=args.data_workers, mix=args.data_mix)
     trainer = Trainer(cfg, model_config, stream, device, text_encoder=text_encoder, autoencoder=autoencoder, dist=ctx)
     resumed = args.resume and trainer.resume()
     if resumed:
@@ -151,7 +153,7 @@ def run_base(args: argparse.Namespace, device, ctx) -> int:
     n_params = sum(p.numel() for p in trainer.model.parameters())
     if ctx.is_main:
         print(f"{cfg.stage} {model_config.name}: {n_params / 1e6:.2f}M parameters, batch {cfg.batch_size} x "
-              f"{ctx.world_size} processes, lr {cfg.lr}, device {device}", file=sys.stderr)
+              f"{ctx.world_size} processes, lr {cfg.lr}, data mix {args.data_mix}, device {device}", file=sys.stderr)
     records = trainer.train()
     if not ctx.is_main:
         return 0
@@ -212,7 +214,7 @@ def run_turbo(args: argparse.Namespace, device, ctx) -> int:
                                       features=base_config.transformer.text_features)
     image_size = base_config.image_size
     stream = make_stream(args.pack, cfg.batch_size, ctx.data_seed(cfg.seed + _resume_step(args)), args.zh_fraction,
-                         image_size, device, workers=args.data_workers)
+                         image_size, device, workers=args.data_workers, mix=args.data_mix)
     distiller = make_distiller(cfg, text_encoder, stream, device, dist=ctx)
     if args.resume and distiller.resume():
         print(f"resumed at step {distiller.step}", file=sys.stderr)
@@ -226,7 +228,7 @@ def run_turbo(args: argparse.Namespace, device, ctx) -> int:
     if ctx.is_main:
         print(f"turbo {distiller.model_config.name}: LoRA rank {cfg.rank} ({n_lora / 1e6:.2f}M parameters), teacher "
               f"guidance {distiller.guidance} x {cfg.teacher_substeps} sub-steps, batch {cfg.batch_size} x "
-              f"{ctx.world_size} processes, lr {cfg.lr}, device {device}", file=sys.stderr)
+              f"{ctx.world_size} processes, lr {cfg.lr}, data mix {args.data_mix}, device {device}", file=sys.stderr)
     records = distiller.train()
     if not ctx.is_main:
         return 0

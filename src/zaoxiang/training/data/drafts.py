@@ -7,7 +7,7 @@ batch: after the encoders were compiled, a 256-image step on an H100 spent ~14 m
 Python over the pack's catalogue, so a child process can do it a few batches ahead; rendering stays
 in the training process, which owns the pack's pixels on the GPU.
 
-Both sources yield the same sequence for the same (pack, batch size, seed, zh_fraction, split): the
+Both sources yield the same sequence for the same (pack, batch size, seed, zh_fraction, split, mix): the
 child runs the very same ``Drafter``.
 """
 
@@ -22,7 +22,7 @@ from typing import Literal
 from zaoxiang.errors import ZaoxiangError
 from zaoxiang.training.data.captions import caption
 from zaoxiang.training.data.pack import SpritePack
-from zaoxiang.training.data.sampler import SceneSampler
+from zaoxiang.training.data.sampler import DEFAULT_MIX, SceneSampler, data_mix
 from zaoxiang.training.data.scenes import SceneSpec
 
 POLL_S = 5.0  # how long the consumer waits between checks that the child is still alive
@@ -47,12 +47,13 @@ class Drafter:
     """Scene specs (``SceneSampler``) and their captions, one batch per ``next()``."""
 
     def __init__(
-        self, pack: SpritePack, batch_size: int, seed: int, zh_fraction: float, split: Literal["train", "heldout"]
+        self, pack: SpritePack, batch_size: int, seed: int, zh_fraction: float, split: Literal["train", "heldout"],
+        mix: str = DEFAULT_MIX,
     ) -> None:
         self.pack = pack
         self.batch_size = batch_size
         self.zh_fraction = zh_fraction
-        self.sampler = SceneSampler(pack, split=split, seed=seed)
+        self.sampler = SceneSampler(pack, split=split, seed=seed, mix=mix)
         # A separate stream for captions, so caption changes never shift the scene sequence.
         self.caption_rng = random.Random(f"captions-{seed}")
 
@@ -87,12 +88,13 @@ class PrefetchedDrafts:
 
     def __init__(
         self, pack: SpritePack, batch_size: int, seed: int, zh_fraction: float, split: Literal["train", "heldout"],
-        depth: int = 4,
+        mix: str = DEFAULT_MIX, depth: int = 4,
     ) -> None:
+        data_mix(mix)  # an unknown mix fails here, not as a dead child
         ctx = mp.get_context("spawn")
         self._queue = ctx.Queue(maxsize=depth)
         self._stop = ctx.Event()
-        args = (batch_size, seed, zh_fraction, split)
+        args = (batch_size, seed, zh_fraction, split, mix)
         self._proc = ctx.Process(target=_produce, args=(pack.catalog_only(), args, self._queue, self._stop),
                                  name="zaoxiang-data", daemon=True)
         self._proc.start()

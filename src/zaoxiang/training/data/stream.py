@@ -12,6 +12,7 @@ from zaoxiang.errors import InvalidRequest
 from zaoxiang.training.data.drafts import Drafter, PrefetchedDrafts
 from zaoxiang.training.data.pack import SpritePack
 from zaoxiang.training.data.render import render_batch
+from zaoxiang.training.data.sampler import DEFAULT_MIX
 from zaoxiang.training.data.scenes import SceneSpec
 
 
@@ -24,8 +25,8 @@ class Batch:
 
 
 class TrainStream:
-    """Batches of scenes (proportions: sampler.KIND_WEIGHTS — 30 % single emoji, 50 % compositions,
-    20 % signs), captioned in Chinese with probability ``zh_fraction`` and English otherwise.
+    """Batches of scenes (proportions: the data mix, sampler.DATA_MIXES; "v1": 30 % single emoji,
+    50 % compositions, 20 % signs), captioned in Chinese with probability ``zh_fraction`` and English otherwise.
     The same (pack, seed, arguments) always yields the same sequence of batches, whether the specs
     and captions are drawn here (``workers=0``) or by a child process ahead of time (``workers=1``,
     drafts.PrefetchedDrafts: the GPU trainer's default, where drawing costs the step host time)."""
@@ -39,6 +40,7 @@ class TrainStream:
         split: Literal["train", "heldout"] = "train",
         size: int = 256,
         workers: int = 0,
+        mix: str = DEFAULT_MIX,
     ) -> None:
         if batch_size < 1:
             raise InvalidRequest(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
@@ -52,7 +54,7 @@ class TrainStream:
         self.batch_size = batch_size
         self.zh_fraction = zh_fraction
         self.size = size
-        args = (pack, batch_size, seed, zh_fraction, split)
+        args = (pack, batch_size, seed, zh_fraction, split, mix)
         self.drafts: Drafter | PrefetchedDrafts = PrefetchedDrafts(*args) if workers else Drafter(*args)
 
     def __iter__(self) -> Iterator[Batch]:
