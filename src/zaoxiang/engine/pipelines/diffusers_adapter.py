@@ -30,6 +30,7 @@ from zaoxiang.engine.editing import EditPlan, plan_edit
 from zaoxiang.engine.memory import MemoryPlan, decode_with_memory_plan, place_pipeline, plan_memory
 from zaoxiang.engine.pipelines.base import LoadedPipeline, ModelDefaults, RunContext
 from zaoxiang.engine.pipelines.families import FamilySpec, family_spec, scheduler_overrides
+from zaoxiang.engine.pixels import postprocess_pil
 from zaoxiang.engine.precision import PrecisionPolicy, check_latents, guarded_decode
 from zaoxiang.engine.prompt_weighting import weighted_encode
 from zaoxiang.engine.registry import ModelEntry, folder_revision
@@ -291,7 +292,7 @@ class DiffusersPipeline(LoadedPipeline):
                     vae.to(restore)
 
         images = guarded_decode(decode, vae_input, self.policy)
-        return self.pipe.image_processor.postprocess(images, output_type="pil")
+        return postprocess_pil(self.pipe.image_processor, images)
 
     def preview(self, latents: torch.Tensor) -> Any:
         """False-colour view of in-progress latents at latent resolution (1/8 of the image side).
