@@ -57,13 +57,30 @@ def rotate_real(x: torch.Tensor, cos_sin: torch.Tensor) -> torch.Tensor:
     """Rotary embedding with real arithmetic in fp32, result in ``x``'s dtype.
 
     x: (B, S, H, D); cos_sin: (B, S, D/2, 2) fp32 (``view_as_real`` of the complex table; B may be 1).
-    Equal to ``view_as_real(view_as_complex(x.float()) * table[:, :, None]).flatten(3)``.
+    Equal to ``view_as_real(view_as_complex(x.float()) * table[:, :, None]).flatten(3)``: per pair
+    (x0, x1), out0 = x0·cos + (−x1)·sin and out1 = x1·cos + x0·sin, the complex product's own
+    products and sums (negation and the order of two addends are exact).
+
+    Written without stacking the two halves of each pair (``torch.stack(out0, out1)``, the first
+    version): Inductor realises a stack of q- or k-sized operands as an fp32 buffer, so on the H100
+    the key was written in fp32, read back and written again as bf16 in the layout attention wants,
+    ~1.5 ms of every Z-Image forward (docs/performance.md, run 6). Here the pair swap is a ``flip`` of
+    the last dimension (an index remap that fuses), and only the (B, S, D/2, 2) tables are stacked.
     """
-    xf = x.float().unflatten(-1, (-1, 2))  # (B, S, H, D/2, 2)
-    x0, x1 = xf[..., 0], xf[..., 1]  # (B, S, H, D/2)
-    cos = cos_sin[..., 0].unsqueeze(2)  # (B, S, 1, D/2)
-    sin = cos_sin[..., 1].unsqueeze(2)
-    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)  # (B, S, H, D/2, 2)
+    return rotate_pairs(x, *pair_tables(cos_sin))
+
+
+def pair_tables(cos_sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, S, D/2, 2) (cos, sin) -> the factors :func:`rotate_pairs` takes, each (B, S, 1, D/2, 2):
+    (cos, cos) and (−sin, sin). Built once per attention call and shared by its q and k."""
+    cos, sin = cos_sin[..., 0], cos_sin[..., 1]  # (B, S, D/2)
+    return torch.stack((cos, cos), dim=-1).unsqueeze(2), torch.stack((-sin, sin), dim=-1).unsqueeze(2)
+
+
+def rotate_pairs(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
+    """:func:`rotate_real` with the tables from :func:`pair_tables`. x: (B, S, H, D) -> same shape and dtype."""
+    xf = x.float().unflatten(-1, (-1, 2))  # (B, S, H, D/2, 2): pairs (x0, x1)
+    out = xf * cos2 + xf.flip(-1) * sin2  # (B, S, H, D/2, 2): (x0·c − x1·s, x1·c + x0·s)
     return out.flatten(3).type_as(x)  # (B, S, H, D)
 
 
@@ -135,7 +152,8 @@ def _real_rope_processor_class() -> type:
             if freqs_cis is not None:
                 # The wrapped embedder gives (B, S, D/2, 2) fp32; a complex table (embedder not wrapped) is viewed as one.
                 table = torch.view_as_real(freqs_cis) if freqs_cis.is_complex() else freqs_cis
-                query, key = rotate_real(query, table), rotate_real(key, table)
+                cos2, sin2 = pair_tables(table)
+                query, key = rotate_pairs(query, cos2, sin2), rotate_pairs(key, cos2, sin2)
             if attention_mask is not None and attention_mask.ndim == 2:
                 attention_mask = attention_mask[:, None, None, :]  # (B, 1, 1, S)
             dtype = query.dtype
@@ -225,10 +243,11 @@ def _real_rope_qwen_processor_class() -> type:
             if image_rotary_emb is not None:
                 img_freqs, txt_freqs = image_rotary_emb
                 img_table, txt_table = _rows_real(img_freqs), _rows_real(txt_freqs)  # (1, S, D/2, 2) fp32
-                img_query = rotate_real(img_query, img_table)
-                img_key = rotate_real(img_key, img_table)
-                txt_query = rotate_real(txt_query, txt_table)
-                txt_key = rotate_real(txt_key, txt_table)
+                img_tables, txt_tables = pair_tables(img_table), pair_tables(txt_table)
+                img_query = rotate_pairs(img_query, *img_tables)
+                img_key = rotate_pairs(img_key, *img_tables)
+                txt_query = rotate_pairs(txt_query, *txt_tables)
+                txt_key = rotate_pairs(txt_key, *txt_tables)
 
             # Concatenate for joint attention
             # Order: [text, image]
