@@ -455,6 +455,32 @@ def profile_forwards(fn: Callable[[], Any], device: torch.device, forwards: int 
     return summary
 
 
+def profile_e2e(fn: Callable[[], Any], device: torch.device, trace: Path) -> str:
+    """One warm end-to-end image (``fn``) under ``torch.profiler`` (host ops and CUDA kernels), its
+    chrome trace written to ``trace``: where the run's time goes outside the forwards (host gaps,
+    syncs, the decode and the copy back). Returns a one-line summary: wall, kernel time, and the
+    difference, the time the GPU waited."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    fn()
+    sync(device)
+    with profile(activities=activities, record_shapes=False, with_stack=False, profile_memory=False) as prof:
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        wall_ms = (time.perf_counter() - start) * 1e3
+    kernel_us = 0.0
+    for e in prof.key_averages():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            us = getattr(e, "self_device_time_total", None)
+            kernel_us += float(getattr(e, "self_cuda_time_total", 0.0) if us is None else us)
+    trace.parent.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(trace))
+    return (f"e2e trace {trace.name}: {wall_ms:.1f} ms wall under the profiler, {kernel_us / 1e3:.1f} ms of kernels, "
+            f"{wall_ms - kernel_us / 1e3:.1f} ms with no kernel running")
+
+
 # -- predictions, written before the GPU run ----------------------------------------------------------------
 # One H100/H200, 1024², batch 1, bf16. Known stock numbers are the issue's (H100); every other number is
 # the prediction of docs/performance.md's plan table (the reasoning is there), written before measuring.
@@ -1017,6 +1043,11 @@ def run_model(spec: ArchSpec, args: argparse.Namespace, device: torch.device, dt
                     "latents_rel_l2": rel_l2(lat.float(), s_lat.float()), "pixel_max_abs": int(diff.max()),
                     "pixel_mean_abs": float(diff.float().mean()),
                 }
+            if (st, g) == primary and args.profile_e2e is not None:
+                t = Path(args.profile_e2e)
+                name = f"{t.name.split('.')[0]}-{spec.key}{''.join('.' + x for x in t.name.split('.')[1:])}"
+                row.note += "; " + profile_e2e(lambda: engine_image(engine, spec, embeds[g], st, g, size, seed), device,
+                                               t.with_name(name))
             if (st, g) == primary:
                 row.forward_ms = forward_ms(pipe.transformer, fwd_kwargs, device, repeats * 3)
                 row.vae_ms = vae_ms(pipe, spec, size, device, dtype, repeats * 3)
@@ -1425,6 +1456,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile-trace", type=Path, default=None, metavar="PATH",
                     help="with --profile: also write the chrome trace, PATH with the model key added "
                          "(e.g. $OUT/trace.json.gz -> trace-flux.json.gz; .gz is gzipped)")
+    ap.add_argument("--profile-e2e", type=Path, default=None, metavar="PATH",
+                    help="torch.profiler over one warm zaoxiang lossless image (host ops + kernels): chrome trace to PATH "
+                         "with the model key added, a wall/kernel/idle summary in that row's note")
     ap.add_argument("--cfg-pair", action=argparse.BooleanOptionalAction, default=True,
                     help="Qwen-Image: time one true-CFG step as 2 sequential batch-1 forwards and as one batch-2 forward")
     ap.add_argument("--time-budget-s", type=float, default=540.0,
