@@ -24,8 +24,9 @@ find "$run/evals" -name report.json 2>/dev/null | sort | while read -r report; d
   if [ -d "$dir/sign-images" ] && ! grep -q '"category": *"sign"' "$report"; then
     n=$(ls "$dir/sign-images" | sed -E 's/^sign-([0-9]+)-.*/\1/' | sort -u | wc -l)
     turbo=(); grep -q '"turbo": *true' "$report" && turbo=(--turbo)
+    seeds=$(python3 -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["seeds"])))' "$report")
     "$ZX" eval --from-images "$dir/sign-images" --categories sign --n-per-category "$n" --pack "$PACK" --quiet \
-      "${turbo[@]}" --merge-into "$dir" > /dev/null
+      "${turbo[@]}" --seeds "$seeds" --merge-into "$dir" > /dev/null
   fi
   echo "== $dir"; cat "$dir/table.md"
 done

@@ -15,14 +15,16 @@
 # Env: RUN [/root/run], PACK [/root/stage/pack.zip], TEXT_ENCODER [/root/stage/e5-subset.safetensors],
 #      EVAL_GPU [0], EVAL_DEVICE [cuda], HIST_N [10], BASE_N [1000: all held-out items],
 #      SWEEP ["28:4"], WAIT_FOR [none: a file to wait for first, e.g. $RUN/weights.done, ≤ 20 min],
-#      EVAL_BATCH [32: images per batched denoise, `zaoxiang eval --batch-size`; 1 = one at a time].
+#      EVAL_BATCH [32: images per batched denoise, `zaoxiang eval --batch-size`; 1 = one at a time],
+#      EVAL_SEEDS [0: `zaoxiang eval --seeds`; others add "-seeds<list>" to the base/turbo folders].
 set -euo pipefail
 what="${1:?usage: $0 history|base|turbo|base4}"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 RUN="${RUN:-/root/run}"; PACK="${PACK:-/root/stage/pack.zip}"
 TEXT_ENCODER="${TEXT_ENCODER:-/root/stage/e5-subset.safetensors}"
 WAIT_FOR="${WAIT_FOR:-}"; EVAL_GPU="${EVAL_GPU:-0}"; HIST_N="${HIST_N:-10}"; BASE_N="${BASE_N:-1000}"; SWEEP="${SWEEP:-28:4}"
-EVAL_BATCH="${EVAL_BATCH:-32}"
+EVAL_BATCH="${EVAL_BATCH:-32}"; EVAL_SEEDS="${EVAL_SEEDS:-0}"
+suffix=""; [ "$EVAL_SEEDS" = 0 ] || suffix="-seeds${EVAL_SEEDS//,/-}"
 mkdir -p "$RUN/evals" "$RUN/evalcode"
 rm -rf "$RUN/evalcode/src"; cp -r "$repo/src" "$RUN/evalcode/src"  # training's copy may be replaced under it
 cat > "$RUN/evals/run-$what.sh" <<EOF
@@ -34,9 +36,9 @@ scored="--categories identity,position,count,background --pack $PACK --quiet"
 evaluate() {  # OUT_DIR N WEIGHTS [eval args...]
   local out="\$1" n="\$2" w="\$3"; shift 3
   [ -f "\$out/report.json" ] && return 0
-  zx eval --weights "\$w" --n-per-category "\$n" \$scored --batch-size $EVAL_BATCH --out "\$out" "\$@" \
+  zx eval --weights "\$w" --n-per-category "\$n" \$scored --batch-size $EVAL_BATCH --seeds $EVAL_SEEDS --out "\$out" "\$@" \
      || echo "eval \$out failed"
-  zx eval --weights "\$w" --n-per-category "\$n" --categories sign --pack $PACK --quiet --batch-size $EVAL_BATCH \
+  zx eval --weights "\$w" --n-per-category "\$n" --categories sign --pack $PACK --quiet --batch-size $EVAL_BATCH --seeds $EVAL_SEEDS \
      --save-images "\$out/sign-images" --generate-only "\$@" || echo "sign images \$out failed"
 }
 if [ -n "$WAIT_FOR" ]; then
@@ -55,11 +57,11 @@ case "$what" in
   base)
     for sgn in $SWEEP; do
       IFS=: read -r s g n <<< "\$sgn"
-      if [ -n "\$n" ]; then out=$RUN/evals/base-\$s-g\$g-n\$n; else out=$RUN/evals/base-\$s-g\$g; n=$BASE_N; fi
+      if [ -n "\$n" ]; then out=$RUN/evals/base-\$s-g\$g-n\$n$suffix; else out=$RUN/evals/base-\$s-g\$g$suffix; n=$BASE_N; fi
       evaluate "\$out" "\$n" $RUN/weights --steps \$s --guidance \$g
     done ;;
   turbo)
-    evaluate $RUN/evals/turbo $BASE_N $RUN/weights --turbo ;;
+    evaluate $RUN/evals/turbo$suffix $BASE_N $RUN/weights --turbo ;;
   base4)
     evaluate $RUN/evals/base-4-g1 $BASE_N $RUN/weights --steps 4 --guidance 1 ;;
 esac
