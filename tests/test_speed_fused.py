@@ -53,9 +53,10 @@ def test_rotate_real_equals_complex_multiply():
 
 
 def test_compiled_rotation_writes_no_fp32_copy_of_q_or_k():
-    """Under Inductor the rotated q and k go straight to bf16 in attention's (B, H, S, D) layout: no
-    q- or k-sized fp32 buffer (the stacked first version wrote one per rotation, ~1.5 ms of every
-    Z-Image forward on an H100). Only the small (B, S, D/2, 2) tables may be materialised."""
+    """Compiled by Inductor on the CPU, the rotated q and k go straight to bf16 in attention's
+    (B, H, S, D) layout: no q- or k-sized fp32 buffer (the stacked first version wrote one per
+    rotation). Only the small (B, S, D/2, 2) tables may be materialised. (On an H100 Inductor still
+    writes the key in fp32 before the cast, which this CPU test cannot see: docs/performance.md.)"""
     import re
 
     from torch._inductor.utils import run_and_get_code
