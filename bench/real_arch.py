@@ -455,6 +455,12 @@ def profile_forwards(fn: Callable[[], Any], device: torch.device, forwards: int 
     return summary
 
 
+def keyed_path(path: Path, key: str) -> Path:
+    """``path`` with the model key after its stem: trace.json.gz -> trace-flux.json.gz."""
+    stem, *suffixes = path.name.split(".")
+    return path.with_name(".".join([f"{stem}-{key}", *suffixes]))
+
+
 def profile_e2e(fn: Callable[[], Any], device: torch.device, trace: Path) -> str:
     """One warm end-to-end image (``fn``) under ``torch.profiler`` (host ops and CUDA kernels), its
     chrome trace written to ``trace``: where the run's time goes outside the forwards (host gaps,
@@ -767,8 +773,7 @@ def profile_row(result: ModelResult, spec: ArchSpec, args: argparse.Namespace, d
             state_note += f" (re-applied, that row did not finish: {short_summary(rep)})"
         trace = None
         if args.profile_trace is not None:
-            t = Path(args.profile_trace)
-            trace = t.with_name(f"{t.name.split('.')[0]}-{spec.key}{''.join('.' + x for x in t.name.split('.')[1:])}")
+            trace = keyed_path(Path(args.profile_trace), spec.key)
         prof = profile_forwards(lambda: call(pipe.transformer, fwd_kwargs), device, trace=trace)
         prof["state"] = state_note
         result.profile = prof
@@ -1044,10 +1049,8 @@ def run_model(spec: ArchSpec, args: argparse.Namespace, device: torch.device, dt
                     "pixel_mean_abs": float(diff.float().mean()),
                 }
             if (st, g) == primary and args.profile_e2e is not None:
-                t = Path(args.profile_e2e)
-                name = f"{t.name.split('.')[0]}-{spec.key}{''.join('.' + x for x in t.name.split('.')[1:])}"
                 row.note += "; " + profile_e2e(lambda: engine_image(engine, spec, embeds[g], st, g, size, seed), device,
-                                               t.with_name(name))
+                                               keyed_path(Path(args.profile_e2e), spec.key))
             if (st, g) == primary:
                 row.forward_ms = forward_ms(pipe.transformer, fwd_kwargs, device, repeats * 3)
                 row.vae_ms = vae_ms(pipe, spec, size, device, dtype, repeats * 3)
