@@ -3,9 +3,8 @@
 #   STAGE_A=.stage10b bash scripts/gpu/session3/call1.sh   (carry [".stage10b", ".whl"]:
 #   weights/ = run 10's base, turbo9.safetensors = run 9's LoRA)
 # this script, carry [".stage8b"] (pack + e5 subset), run as many times as needed: the first call
-# starts a turbo round on run 10's base from run 9's LoRA (zaoxiang train --stage turbo --init-from),
-# (INIT [turbo9.safetensors]: the LoRA file staged beside weights/ to start from),
-# TURBO_STEPS [3000] × 128 ending on a TURBO_COOLDOWN [1000]-step decay, and its evaluation on seeds
+# starts a turbo round on run 10's base from an earlier LoRA (zaoxiang train --stage turbo
+# --init-from; INIT [turbo9.safetensors, run 9's]: the file staged beside weights/), TURBO_STEPS [3000] × 128 ending on a TURBO_COOLDOWN [1000]-step decay, and its evaluation on seeds
 # 0, 1, 2 (4 steps, guidance 1), which waits for the export; every call waits up to WAIT_S [540]
 # and fetches (weights/ with the new turbo_lora.safetensors, misc.tgz) once the evaluation is done.
 # Arguments go on to zaoxiang train (session 10: --data-mix v2 --zh-fraction 0.6 --seed 10).
