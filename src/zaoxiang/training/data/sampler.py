@@ -50,7 +50,7 @@ DATA_MIXES: dict[str, DataMix] = {
             (("left", "center", "right"), 0.1),
         ),
     ),
-    # Run 9. Run 8's position failures were all in scenes of several objects where one is small
+    # Runs 9 and 10. Run 8's position failures were all in scenes of several objects where one is small
     # (held-out sized layouts; the small object drawn as another animal) or in held-out pairs: more
     # multi-object scenes, twice the three-object share, and half of the multi-object scenes hold
     # both a small and a large object. Identity (0.98-0.99) and signs (0.8-0.9) have room to give.
